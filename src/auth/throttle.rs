@@ -1,0 +1,251 @@
+//! The per-address failure throttle (Haplo's `KLoginAttemptThrottle`).
+//!
+//! An address with `max_failures` counted failures is refused until
+//! `window` has passed since its latest counted failure; a forwarded request
+//! clears its count. Memory is bounded by `max_tracked` entries, split over
+//! shards so concurrent failures rarely contend:
+//!
+//! - when a shard is full, entries whose window has passed are dropped;
+//! - if it is still full, the entry with the fewest failures in a sample is
+//!   evicted. Addresses that are already throttled have the most failures,
+//!   so a flood of fresh addresses does not free an attacker who is being
+//!   throttled.
+//!
+//! IPv6 addresses are counted per /64: a single host normally controls a
+//! whole /64, so counting single addresses would let it rotate freely.
+//!
+//! The common case (no failures anywhere) costs one relaxed atomic load:
+//! `tracked` is zero and the shards are never locked. Locks are `std`
+//! mutexes held for a few map operations, never across `.await`.
+
+use std::collections::hash_map::{Entry, HashMap};
+use std::hash::{BuildHasher, RandomState};
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::config::{canonical_ip, ThrottleLimits};
+
+const SHARDS: usize = 16;
+/// Entries examined when choosing one to evict from a full shard.
+const EVICTION_SAMPLE: usize = 32;
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    latest: Instant,
+}
+
+impl Failures {
+    fn expired(&self, limits: &ThrottleLimits, now: Instant) -> bool {
+        now.saturating_duration_since(self.latest) >= limits.window
+    }
+}
+
+type Shard = HashMap<IpAddr, Failures>;
+
+/// Failure counts per client address.
+#[derive(Debug)]
+pub struct Throttle {
+    shards: Box<[Mutex<Shard>]>,
+    /// Entries across all shards; lets the success path skip locking.
+    tracked: AtomicUsize,
+    hasher: RandomState,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Throttle {
+    /// An empty throttle.
+    pub fn new() -> Self {
+        Throttle {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            tracked: AtomicUsize::new(0),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// The key an address is counted under: IPv4 as is, IPv6 by /64.
+    fn key(addr: IpAddr) -> IpAddr {
+        match canonical_ip(addr) {
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(bits))
+            }
+            v4 => v4,
+        }
+    }
+
+    fn shard(&self, key: &IpAddr) -> MutexGuard<'_, Shard> {
+        let index = (self.hasher.hash_one(key) as usize) % SHARDS;
+        // Counts are plain numbers: a panic mid-update cannot break them.
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether requests with a key from `addr` are refused right now.
+    pub fn is_throttled(&self, addr: IpAddr, limits: &ThrottleLimits, now: Instant) -> bool {
+        if self.tracked.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let key = Self::key(addr);
+        let shard = self.shard(&key);
+        shard
+            .get(&key)
+            .is_some_and(|f| f.count >= limits.max_failures && !f.expired(limits, now))
+    }
+
+    /// Counts one failure for `addr`.
+    pub fn record_failure(&self, addr: IpAddr, limits: &ThrottleLimits, now: Instant) {
+        let key = Self::key(addr);
+        let mut shard = self.shard(&key);
+        let capacity = (limits.max_tracked / SHARDS).max(1);
+        if !shard.contains_key(&key) && shard.len() >= capacity {
+            self.make_room(&mut shard, limits, now, capacity);
+        }
+        match shard.entry(key) {
+            Entry::Occupied(mut slot) => {
+                let failures = slot.get_mut();
+                // A window that has passed starts a fresh count.
+                failures.count = if failures.expired(limits, now) {
+                    1
+                } else {
+                    failures.count.saturating_add(1)
+                };
+                failures.latest = now;
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(Failures { count: 1, latest: now });
+                self.tracked.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Clears `addr`'s count after a successful request.
+    pub fn clear(&self, addr: IpAddr) {
+        if self.tracked.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let key = Self::key(addr);
+        if self.shard(&key).remove(&key).is_some() {
+            self.tracked.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Addresses currently remembered (for tests and metrics).
+    pub fn tracked(&self) -> usize {
+        self.tracked.load(Ordering::Relaxed)
+    }
+
+    /// Addresses refused right now (walks every shard; not for the hot path).
+    pub fn throttled(&self, limits: &ThrottleLimits, now: Instant) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let shard = s.lock().unwrap_or_else(|p| p.into_inner());
+                shard
+                    .values()
+                    .filter(|f| f.count >= limits.max_failures && !f.expired(limits, now))
+                    .count()
+            })
+            .sum()
+    }
+
+    fn make_room(&self, shard: &mut Shard, limits: &ThrottleLimits, now: Instant, capacity: usize) {
+        let before = shard.len();
+        shard.retain(|_, f| !f.expired(limits, now));
+        while shard.len() >= capacity {
+            let victim = shard
+                .iter()
+                .take(EVICTION_SAMPLE)
+                .min_by_key(|(_, f)| (f.count, f.latest))
+                .map(|(k, _)| *k);
+            match victim {
+                Some(k) => {
+                    shard.remove(&k);
+                }
+                None => break,
+            }
+        }
+        self.tracked.fetch_sub(before - shard.len(), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    fn limits(max: u32, max_tracked: usize) -> ThrottleLimits {
+        ThrottleLimits {
+            max_failures: max,
+            window: Duration::from_secs(300),
+            max_tracked,
+        }
+    }
+
+    fn v4(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(n))
+    }
+
+    #[test]
+    fn throttles_after_max_failures_until_the_window_passes() {
+        let t = Throttle::new();
+        let l = limits(3, 1000);
+        let start = Instant::now();
+        for i in 0..3 {
+            assert!(!t.is_throttled(v4(1), &l, start), "after {i}");
+            t.record_failure(v4(1), &l, start + Duration::from_secs(i));
+        }
+        let last = start + Duration::from_secs(2);
+        assert!(t.is_throttled(v4(1), &l, last));
+        assert!(t.is_throttled(v4(1), &l, last + Duration::from_secs(299)));
+        assert!(!t.is_throttled(v4(1), &l, last + Duration::from_secs(300)));
+        assert!(!t.is_throttled(v4(2), &l, last));
+    }
+
+    #[test]
+    fn a_success_clears_the_count() {
+        let t = Throttle::new();
+        let l = limits(2, 1000);
+        let now = Instant::now();
+        t.record_failure(v4(1), &l, now);
+        t.clear(v4(1));
+        t.record_failure(v4(1), &l, now);
+        assert!(!t.is_throttled(v4(1), &l, now));
+        assert_eq!(t.tracked(), 1);
+    }
+
+    #[test]
+    fn ipv6_is_counted_per_64() {
+        let t = Throttle::new();
+        let l = limits(2, 1000);
+        let now = Instant::now();
+        t.record_failure("2001:db8::1".parse().unwrap(), &l, now);
+        t.record_failure("2001:db8::2".parse().unwrap(), &l, now);
+        assert!(t.is_throttled("2001:db8::ffff".parse().unwrap(), &l, now));
+        assert!(!t.is_throttled("2001:db8:0:1::1".parse().unwrap(), &l, now));
+    }
+
+    #[test]
+    fn memory_is_bounded_and_throttled_addresses_survive_a_flood() {
+        let t = Throttle::new();
+        let l = limits(5, 1600);
+        let now = Instant::now();
+        for _ in 0..5 {
+            t.record_failure(v4(7), &l, now);
+        }
+        for n in 1_000..200_000 {
+            t.record_failure(v4(n), &l, now);
+        }
+        assert!(t.tracked() <= 1600, "{}", t.tracked());
+        assert!(t.is_throttled(v4(7), &l, now));
+    }
+}

@@ -1,0 +1,272 @@
+//! The command line: `keygate serve` and the admin commands.
+//!
+//! `keys` and `users` commands talk to a running server's admin API (they
+//! never open the store: redb allows one writer per file, and the server
+//! holds it). The admin URL comes from `--admin`, else from the config
+//! file's `admin.listen`; the bearer token from `KEYGATE_ADMIN_TOKEN`, else
+//! from the config file, never from an argument (arguments show in `ps`).
+
+mod client;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use http::Method;
+use serde_json::{json, Value};
+
+pub use self::client::{AdminClient, ClientError};
+use crate::config::Config;
+
+/// keygate: an authenticating reverse proxy for Haplo API keys.
+#[derive(Debug, Parser)]
+#[command(name = "keygate", version, about, long_about = None)]
+pub struct Cli {
+    /// Options shared by every command.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every command.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Config file (TOML). Without it, the built-in defaults are used.
+    #[arg(long, short, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Admin API base URL for keys/users commands [default: from the
+    /// config's admin.listen, http://127.0.0.1:8081]
+    #[arg(long, global = true, value_name = "URL")]
+    pub admin: Option<String>,
+    /// Print the admin API's JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy and the admin API.
+    Serve,
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Block or unblock users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+/// `keygate keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it (shown this once only).
+    Create {
+        /// The user the key authenticates as.
+        #[arg(long)]
+        user: String,
+        /// A short description, e.g. the client application's name.
+        #[arg(long)]
+        name: String,
+        /// Path scope: a prefix like /api/ or an exact path like =/api/x.
+        #[arg(long, default_value = "/api/")]
+        path: String,
+        /// Expiry time, RFC 3339 (e.g. 2030-01-31T00:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        expires_at: Option<String>,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this user's keys.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Show one key.
+    Show {
+        /// Key id (the first 16 characters of the key).
+        id: String,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        /// Key id.
+        id: String,
+    },
+}
+
+/// `keygate users ...`.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Block a user: all their keys fail with UNAUTHORISED.
+    Block {
+        /// User id.
+        user: String,
+    },
+    /// Unblock a user: their keys work again.
+    Unblock {
+        /// User id.
+        user: String,
+    },
+}
+
+/// Runs a `keys` or `users` command; prints results and returns the exit code.
+pub async fn run(global: &Global, command: Command) -> ExitCode {
+    match execute(global, command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("keygate: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
+    let client = client_for(global)?;
+    match command {
+        Command::Serve => Ok(()),
+        Command::Keys(KeysCommand::Create { user, name, path, expires_at }) => {
+            let mut body = json!({"user": user, "name": name, "path": path});
+            if let Some(at) = expires_at {
+                body["expires_at"] = Value::String(at);
+            }
+            let created = client.call(Method::POST, "/v1/keys", Some(body)).await?;
+            if global.json {
+                println!("{created}");
+                return Ok(());
+            }
+            eprintln!(
+                "Created key {} for user {} (\"{}\"), scope {}{}.",
+                text(&created["id"]),
+                text(&created["user"]),
+                text(&created["name"]),
+                text(&created["path"]),
+                match created["expires_at"].as_str() {
+                    Some(at) => format!(", expires {at}"),
+                    None => String::new(),
+                }
+            );
+            for warning in created["warnings"].as_array().into_iter().flatten() {
+                eprintln!("warning: {}", text(warning));
+            }
+            eprintln!("This is the only time the key is shown. Store it now:");
+            println!("{}", text(&created["key"]));
+            Ok(())
+        }
+        Command::Keys(KeysCommand::List { user }) => {
+            let path = match user {
+                Some(user) => format!(
+                    "/v1/keys?{}",
+                    form_urlencoded::Serializer::new(String::new()).append_pair("user", &user).finish()
+                ),
+                None => "/v1/keys".to_owned(),
+            };
+            let listed = client.call(Method::GET, &path, None).await?;
+            if global.json {
+                println!("{listed}");
+                return Ok(());
+            }
+            print_table(listed["keys"].as_array().map(Vec::as_slice).unwrap_or(&[]));
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Show { id }) => {
+            let shown = client.call(Method::GET, &format!("/v1/keys/{}", encode(&id)), None).await?;
+            if global.json {
+                println!("{shown}");
+                return Ok(());
+            }
+            for field in ["id", "user", "name", "path", "created_at", "expires_at", "last_used_at"] {
+                println!("{field:<13} {}", text(&shown[field]));
+            }
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Revoke { id }) => {
+            client.call(Method::DELETE, &format!("/v1/keys/{}", encode(&id)), None).await?;
+            if global.json {
+                println!("{}", json!({"revoked": id}));
+            } else {
+                println!("Revoked key {id}: it is refused from now on.");
+            }
+            Ok(())
+        }
+        Command::Users(command) => {
+            let (user, blocked) = match command {
+                UsersCommand::Block { user } => (user, true),
+                UsersCommand::Unblock { user } => (user, false),
+            };
+            let path = format!("/v1/users/{}", encode(&user));
+            let reply = client.call(Method::PUT, &path, Some(json!({"blocked": blocked}))).await?;
+            if global.json {
+                println!("{reply}");
+            } else if blocked {
+                println!("Blocked user {user}: their keys now fail with UNAUTHORISED.");
+            } else {
+                println!("Unblocked user {user}: their keys work again.");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn client_for(global: &Global) -> Result<AdminClient, ClientError> {
+    let config = match (&global.config, &global.admin) {
+        (None, Some(_)) => None,
+        (path, _) => Some(Config::load(path.as_deref()).map_err(|e| ClientError::Config(e.to_string()))?),
+    };
+    let base = match (&global.admin, &config) {
+        (Some(url), _) => url.clone(),
+        (None, Some(config)) => {
+            let mut addr = config.admin_listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{addr}")
+        }
+        (None, None) => "http://127.0.0.1:8081".to_owned(),
+    };
+    let token = std::env::var("KEYGATE_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .or_else(|| config.and_then(|c| c.admin_token.map(|t| t.expose().to_owned())));
+    AdminClient::new(&base, token)
+}
+
+fn encode(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn print_table(keys: &[Value]) {
+    if keys.is_empty() {
+        println!("No keys.");
+        return;
+    }
+    let columns = ["id", "user", "name", "path", "created_at", "expires_at", "last_used_at"];
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|k| columns.iter().map(|c| text(&k[*c])).collect())
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0).max(c.len()))
+        .collect();
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(&columns.iter().map(|c| c.to_uppercase()).collect::<Vec<_>>());
+    for row in &rows {
+        line(row);
+    }
+}

@@ -1,0 +1,502 @@
+//! Configuration: the TOML file, parsed and then validated.
+//!
+//! Loading happens in two steps. serde reads the file into the raw structs
+//! of [`raw`] (unknown keys refused, defaults filled in); [`Config::from_raw`]
+//! then checks every value and produces typed settings. Every error names the
+//! key at fault (`proxy.upstream: ...`) and the reason, in one line, so an
+//! operator can fix the file without reading code. The same path serves a
+//! reload: a file that fails either step leaves the running config alone.
+//!
+//! Settings that can change on reload are grouped in [`ProxySettings`],
+//! which the proxy holds behind an `ArcSwap`; listen addresses and the store
+//! path are read once at start-up.
+
+mod raw;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, Uri};
+use ipnet::IpNet;
+
+use self::raw::RawConfig;
+
+/// A config file that could not be used. The message names the file, the
+/// key and the reason, on one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or a value has the wrong type.
+    #[error("{}{key}: {message}", origin(.path))]
+    Parse {
+        /// The file, if any.
+        path: Option<PathBuf>,
+        /// The key (dotted path) at fault, or a line number for syntax errors.
+        key: String,
+        /// Why.
+        message: String,
+    },
+    /// A value is well-formed TOML but not acceptable.
+    #[error("{}{key}: {reason}", origin(.path))]
+    Invalid {
+        /// The file, if any.
+        path: Option<PathBuf>,
+        /// The key at fault.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn origin(path: &Option<PathBuf>) -> String {
+    match path {
+        Some(p) => format!("config file {}: ", p.display()),
+        None => "built-in config: ".to_owned(),
+    }
+}
+
+/// What to do with a request that carries no API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anonymous {
+    /// Refuse with 403 `UNAUTHORISED`.
+    Reject,
+    /// Forward without identity headers; the application decides.
+    Forward,
+}
+
+/// The upstream origin, split once so each request only copies refcounts.
+#[derive(Debug, Clone)]
+pub struct UpstreamOrigin {
+    /// `http` (or `https`).
+    pub scheme: Scheme,
+    /// `host:port`.
+    pub authority: Authority,
+}
+
+impl fmt::Display for UpstreamOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.authority)
+    }
+}
+
+/// Failure-throttle limits (SPEC 5).
+#[derive(Debug, Clone, Copy)]
+pub struct ThrottleLimits {
+    /// Counted failures after which an address is refused.
+    pub max_failures: u32,
+    /// How long after its latest failure an address stays refused.
+    pub window: Duration,
+    /// Most addresses remembered at once; bounds the table's memory.
+    pub max_tracked: usize,
+}
+
+/// An admin bearer token. `Debug` is redacted.
+#[derive(Clone)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Constant-time check of a presented token (both sides hashed, then
+    /// compared with BLAKE3's constant-time equality).
+    pub fn verify(&self, presented: &[u8]) -> bool {
+        blake3::hash(self.0.as_bytes()) == blake3::hash(presented)
+    }
+
+    /// The token, for the CLI to send.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// Settings the proxy reads per request; replaced whole on reload.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Where requests go.
+    pub upstream: UpstreamOrigin,
+    /// Header carrying the authenticated user id upstream.
+    pub identity_header: HeaderName,
+    /// Header carrying the key id upstream.
+    pub key_id_header: HeaderName,
+    /// Requests without a key.
+    pub anonymous: Anonymous,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Deadline for a client's request head (and idle keep-alive).
+    pub header_timeout: Duration,
+    /// Deadline for the upstream's response head.
+    pub upstream_timeout: Duration,
+    /// Longest pause allowed between body chunks, in either direction.
+    pub body_timeout: Duration,
+    /// Failure throttle.
+    pub throttle: ThrottleLimits,
+    /// Whether to write the access log.
+    pub access_log: bool,
+}
+
+impl ProxySettings {
+    /// Whether `peer` is a trusted proxy.
+    pub fn is_trusted(&self, peer: IpAddr) -> bool {
+        let peer = canonical_ip(peer);
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
+}
+
+/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, seen on dual-stack
+/// sockets) is the IPv4 address it maps.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (`None` for built-in defaults).
+    pub source: Option<PathBuf>,
+    /// Public listener address.
+    pub proxy_listen: SocketAddr,
+    /// Admin listener address.
+    pub admin_listen: SocketAddr,
+    /// Admin bearer token, if set.
+    pub admin_token: Option<AdminToken>,
+    /// The redb file.
+    pub store_path: PathBuf,
+    /// How long a shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+    /// Reloadable proxy settings.
+    pub proxy: ProxySettings,
+}
+
+impl Config {
+    /// The built-in defaults of SPEC 1.
+    pub fn defaults() -> Self {
+        // The defaults are constants that validate; a failure is a bug here.
+        Self::from_raw(RawConfig::default(), None).expect("built-in defaults are valid")
+    }
+
+    /// Loads `path`, or the defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self::defaults());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, Some(path))
+    }
+
+    /// Parses and validates TOML text. `path` only labels errors.
+    pub fn parse(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let raw = parse_raw(text, path)?;
+        Self::from_raw(raw, path)
+    }
+
+    fn from_raw(raw: RawConfig, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let path_buf = path.map(Path::to_owned);
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid {
+            path: path_buf.clone(),
+            key,
+            reason,
+        };
+
+        let proxy_listen = parse_addr(&raw.proxy.listen).map_err(|r| invalid("proxy.listen", r))?;
+        let admin_listen = parse_addr(&raw.admin.listen).map_err(|r| invalid("admin.listen", r))?;
+        let upstream = parse_upstream(&raw.proxy.upstream).map_err(|r| invalid("proxy.upstream", r))?;
+        let identity_header = parse_injected_header(&raw.proxy.identity_header)
+            .map_err(|r| invalid("proxy.identity_header", r))?;
+        let key_id_header = parse_injected_header(&raw.proxy.key_id_header)
+            .map_err(|r| invalid("proxy.key_id_header", r))?;
+        if alias_form(identity_header.as_str()) == alias_form(key_id_header.as_str()) {
+            return Err(invalid(
+                "proxy.key_id_header",
+                "must differ from proxy.identity_header (compared ignoring case and '_' vs '-')".into(),
+            ));
+        }
+        let anonymous = match raw.proxy.anonymous.as_str() {
+            "reject" => Anonymous::Reject,
+            "forward" => Anonymous::Forward,
+            other => {
+                return Err(invalid(
+                    "proxy.anonymous",
+                    format!("must be \"reject\" or \"forward\", not {other:?}"),
+                ))
+            }
+        };
+        let trusted_proxies = raw
+            .proxy
+            .trusted_proxies
+            .iter()
+            .map(|entry| parse_net(entry))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|r| invalid("proxy.trusted_proxies", r))?;
+        let header_timeout = positive_secs(raw.proxy.header_timeout_secs)
+            .map_err(|r| invalid("proxy.header_timeout_secs", r))?;
+        let upstream_timeout = positive_secs(raw.proxy.upstream_timeout_secs)
+            .map_err(|r| invalid("proxy.upstream_timeout_secs", r))?;
+        let body_timeout = positive_secs(raw.proxy.body_timeout_secs)
+            .map_err(|r| invalid("proxy.body_timeout_secs", r))?;
+        let shutdown_grace = Duration::from_secs(raw.proxy.shutdown_grace_secs);
+        if let Some(tls) = &raw.proxy.tls {
+            return Err(invalid(
+                "proxy.tls",
+                format!(
+                    "TLS termination (cert {:?}, key {:?}) is not available in this build yet; terminate TLS in front of keygate",
+                    tls.cert, tls.key
+                ),
+            ));
+        }
+
+        let admin_token = match raw.admin.token {
+            None => None,
+            Some(token) => {
+                if token.len() < 16 || !token.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+                    return Err(invalid(
+                        "admin.token",
+                        "must be at least 16 printable ASCII characters without spaces".into(),
+                    ));
+                }
+                Some(AdminToken(token))
+            }
+        };
+        if admin_token.is_none() && !admin_listen.ip().is_loopback() {
+            return Err(invalid(
+                "admin.listen",
+                format!(
+                    "{admin_listen} is not a loopback address; set admin.token to expose the admin API beyond this host"
+                ),
+            ));
+        }
+
+        if raw.store.path.trim().is_empty() {
+            return Err(invalid("store.path", "must not be empty".into()));
+        }
+
+        let max_failures = u32::try_from(raw.throttle.max_failures)
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| invalid("throttle.max_failures", "must be between 1 and 4294967295".into()))?;
+        let window = positive_secs(raw.throttle.window_secs).map_err(|r| invalid("throttle.window_secs", r))?;
+        let max_tracked = usize::try_from(raw.throttle.max_tracked_addresses)
+            .ok()
+            .filter(|n| (16..=100_000_000).contains(n))
+            .ok_or_else(|| {
+                invalid("throttle.max_tracked_addresses", "must be between 16 and 100000000".into())
+            })?;
+
+        Ok(Config {
+            source: path_buf.clone(),
+            proxy_listen,
+            admin_listen,
+            admin_token,
+            store_path: PathBuf::from(raw.store.path),
+            shutdown_grace,
+            proxy: ProxySettings {
+                upstream,
+                identity_header,
+                key_id_header,
+                anonymous,
+                trusted_proxies,
+                header_timeout,
+                upstream_timeout,
+                body_timeout,
+                throttle: ThrottleLimits {
+                    max_failures,
+                    window,
+                    max_tracked,
+                },
+                access_log: raw.log.access,
+            },
+        })
+    }
+}
+
+/// Runs serde over the text, tracking the key path for error messages.
+fn parse_raw(text: &str, path: Option<&Path>) -> Result<RawConfig, ConfigError> {
+    let parse_error = |key: String, message: &str| ConfigError::Parse {
+        path: path.map(Path::to_owned),
+        key,
+        message: message.trim().replace('\n', " "),
+    };
+    let line_of = |err: &toml::de::Error| {
+        err.span()
+            .map(|span| format!("line {}", text[..span.start.min(text.len())].lines().count().max(1)))
+            .unwrap_or_else(|| "file".to_owned())
+    };
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| parse_error(line_of(&e), e.message()))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { "file".to_owned() } else { key };
+        parse_error(key, e.inner().message())
+    })
+}
+
+/// Lower-cased with `_` read as `-`: the form in which two header names are
+/// "the same" for the alias-stripping rule of SPEC 6.
+pub fn alias_form(name: &str) -> String {
+    name.bytes()
+        .map(|b| if b == b'_' { '-' } else { b.to_ascii_lowercase() as char })
+        .collect()
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not an address such as \"127.0.0.1:8080\" or \"[::1]:8080\""))
+}
+
+fn parse_upstream(text: &str) -> Result<UpstreamOrigin, String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a URL such as \"http://127.0.0.1:8000\""))?;
+    let scheme = uri.scheme().cloned().ok_or("must start with http://")?;
+    if scheme == Scheme::HTTPS {
+        return Err("https:// upstreams are not available in this build yet; use http://".into());
+    }
+    if scheme != Scheme::HTTP {
+        return Err(format!("scheme {scheme} is not supported; use http://"));
+    }
+    let authority = uri.authority().cloned().ok_or("must name a host")?;
+    if authority.as_str().contains('@') {
+        return Err("must not contain user info".into());
+    }
+    match uri.path_and_query().map(|pq| pq.as_str()) {
+        None | Some("/") | Some("") => {}
+        Some(_) => {
+            return Err(
+                "must be an origin only (scheme, host, port): keygate forwards the request path unchanged".into(),
+            )
+        }
+    }
+    Ok(UpstreamOrigin { scheme, authority })
+}
+
+/// Headers keygate itself manages or that carry framing or credentials
+/// cannot be the identity or key-id header.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "authorization",
+    "proxy-authorization",
+    "x-oneis-key",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "content-type",
+    "cookie",
+    "expect",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+];
+
+fn parse_injected_header(text: &str) -> Result<HeaderName, String> {
+    let name = HeaderName::from_bytes(text.as_bytes())
+        .map_err(|_| format!("{text:?} is not a valid header name"))?;
+    if RESERVED_HEADERS.contains(&alias_form(name.as_str()).as_str()) {
+        return Err(format!("{text:?} is a header keygate or HTTP itself manages"));
+    }
+    Ok(name)
+}
+
+fn parse_net(text: &str) -> Result<IpNet, String> {
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    text.parse::<IpAddr>()
+        .map(|ip| IpNet::from(canonical_ip(ip)))
+        .map_err(|_| format!("{text:?} is not an IP address or CIDR such as \"10.0.0.0/8\""))
+}
+
+fn positive_secs(secs: u64) -> Result<Duration, String> {
+    if secs == 0 || secs > 86_400 {
+        Err("must be between 1 and 86400 seconds".into())
+    } else {
+        Ok(Duration::from_secs(secs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Some(Path::new("k.toml"))).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = Config::defaults();
+        assert_eq!(c.proxy_listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(c.proxy.upstream.to_string(), "http://127.0.0.1:8000");
+        assert_eq!(c.store_path, PathBuf::from("data/keygate.redb"));
+        assert_eq!(c.proxy.throttle.max_failures, 50);
+        assert_eq!(c.proxy.throttle.window, Duration::from_secs(300));
+        assert_eq!(c.proxy.anonymous, Anonymous::Reject);
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let text = include_str!("../config/keygate.toml");
+        Config::parse(text, None).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key_and_reason() {
+        let e = err("[proxy]\nupstream_timout_secs = 3\n");
+        assert!(e.contains("k.toml") && e.contains("proxy") && e.contains("upstream_timout_secs"), "{e}");
+        let e = err("[proxy]\nheader_timeout_secs = \"x\"\n");
+        assert!(e.contains("proxy.header_timeout_secs"), "{e}");
+        let e = err("[proxy]\nanonymous = \"allow\"\n");
+        assert!(e.contains("proxy.anonymous") && e.contains("reject"), "{e}");
+        let e = err("[admin]\nlisten = \"0.0.0.0:8081\"\n");
+        assert!(e.contains("admin.listen") && e.contains("admin.token"), "{e}");
+        let e = err("[proxy]\nupstream = \"http://h:1/base\"\n");
+        assert!(e.contains("proxy.upstream"), "{e}");
+        let e = err("[proxy]\nidentity_header = \"Authorization\"\n");
+        assert!(e.contains("proxy.identity_header"), "{e}");
+        let e = err("[proxy]\nkey_id_header = \"x_haplo_user\"\n");
+        assert!(e.contains("proxy.key_id_header"), "{e}");
+        let e = err("[proxy]\ntrusted_proxies = [\"10.0.0.0/33\"]\n");
+        assert!(e.contains("proxy.trusted_proxies"), "{e}");
+        let e = err("[throttle]\nmax_failures = 0\n");
+        assert!(e.contains("throttle.max_failures"), "{e}");
+        let e = err("[proxy\n");
+        assert!(e.contains("line 1"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn a_non_loopback_admin_needs_a_token() {
+        let c = Config::parse(
+            "[admin]\nlisten = \"0.0.0.0:8081\"\ntoken = \"0123456789abcdef0123\"\n",
+            None,
+        )
+        .unwrap();
+        let token = c.admin_token.unwrap();
+        assert!(token.verify(b"0123456789abcdef0123"));
+        assert!(!token.verify(b"0123456789abcdef0124"));
+        assert!(!format!("{token:?}").contains("0123"));
+    }
+}

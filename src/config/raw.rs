@@ -1,0 +1,118 @@
+//! The config file as serde reads it: strings and numbers, not yet checked.
+//!
+//! Every struct denies unknown fields, so a typo such as `upstream_timout`
+//! is an error naming the key instead of a silently ignored line. Defaults
+//! live here, in one place, and are the SPEC's built-in defaults.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawConfig {
+    pub(super) proxy: RawProxy,
+    pub(super) admin: RawAdmin,
+    pub(super) store: RawStore,
+    pub(super) throttle: RawThrottle,
+    pub(super) log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawProxy {
+    pub(super) listen: String,
+    pub(super) upstream: String,
+    pub(super) identity_header: String,
+    pub(super) key_id_header: String,
+    pub(super) anonymous: String,
+    pub(super) trusted_proxies: Vec<String>,
+    pub(super) header_timeout_secs: u64,
+    pub(super) upstream_timeout_secs: u64,
+    pub(super) body_timeout_secs: u64,
+    pub(super) shutdown_grace_secs: u64,
+    pub(super) tls: Option<RawTls>,
+}
+
+impl Default for RawProxy {
+    fn default() -> Self {
+        RawProxy {
+            listen: "127.0.0.1:8080".into(),
+            upstream: "http://127.0.0.1:8000".into(),
+            identity_header: "X-Haplo-User".into(),
+            key_id_header: "X-Haplo-Api-Key-Id".into(),
+            anonymous: "reject".into(),
+            trusted_proxies: Vec::new(),
+            header_timeout_secs: 30,
+            upstream_timeout_secs: 60,
+            body_timeout_secs: 60,
+            shutdown_grace_secs: 30,
+            tls: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) cert: String,
+    pub(super) key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAdmin {
+    pub(super) listen: String,
+    pub(super) token: Option<String>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: "127.0.0.1:8081".into(),
+            token: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawStore {
+    pub(super) path: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            path: "data/keygate.redb".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawThrottle {
+    pub(super) max_failures: u64,
+    pub(super) window_secs: u64,
+    pub(super) max_tracked_addresses: u64,
+}
+
+impl Default for RawThrottle {
+    fn default() -> Self {
+        RawThrottle {
+            max_failures: 50,
+            window_secs: 300,
+            max_tracked_addresses: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawLog {
+    pub(super) access: bool,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog { access: true }
+    }
+}

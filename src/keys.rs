@@ -1,0 +1,30 @@
+//! API keys: their format, how they are stored, and the snapshot that the
+//! request path reads.
+//!
+//! The pieces, from the bytes on the wire to the bytes on disk:
+//!
+//! - [`ApiKey`] / [`PresentedKey`]: Haplo's 44-character format, split into a
+//!   public 16-character [`KeyId`] and a 28-character secret.
+//! - [`SecretHash`]: the one-way BLAKE3 hash of a secret, compared in constant
+//!   time. The key itself is never stored.
+//! - [`UserId`]: the owner of a key, validated once at the edge.
+//! - [`KeyRecord`]: what the store holds for one key.
+//! - [`Store`]: the redb file. Only the [`Keyring`] writes to it.
+//! - [`Snapshot`]: an immutable, persistent (structurally shared) view of all
+//!   keys and blocked users. The request path reads it without locks or I/O.
+//! - [`Keyring`]: commits each change durably, then publishes a new snapshot
+//!   with a single atomic swap.
+
+mod key;
+mod keyring;
+mod record;
+mod snapshot;
+mod store;
+mod user;
+
+pub use key::{ApiKey, KeyId, PresentedKey, SecretHash, ID_LEN, KEY_LEN};
+pub use keyring::{CreateError, Keyring, NewKey};
+pub use record::KeyRecord;
+pub use snapshot::{Entry, Snapshot, Verified};
+pub use store::{Contents, Store, StoreError};
+pub use user::{UserId, UserIdError};

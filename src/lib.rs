@@ -1,0 +1,55 @@
+//! keygate: an authenticating reverse proxy for Haplo API keys.
+//!
+//! Every request that reaches the proxy listener carries (or lacks) a Haplo
+//! API key. keygate verifies it against an in-memory snapshot of the key
+//! store, enforces the key's path scope with Haplo's own semantics, and
+//! forwards the request upstream with the user's identity in a header. A
+//! second, loopback-only listener serves the admin API that manages keys.
+//!
+//! # Layout
+//!
+//! The module tree is the architecture; each file owns one noun:
+//!
+//! - [`config`]: the TOML file, parsed into raw serde structs and then
+//!   validated into [`config::Config`]. Errors name the key at fault.
+//! - [`keys`]: the key format ([`keys::ApiKey`]), the stored record, the redb
+//!   [`keys::Store`], the immutable [`keys::Snapshot`] the request path reads
+//!   and the [`keys::Keyring`] that commits a change and then swaps the
+//!   snapshot.
+//! - [`target`] and [`scope`]: request-target validation (what could be read
+//!   two ways is refused) and Haplo's prefix / `=exact` scope rule.
+//! - [`auth`]: reading credentials from the request, the per-address failure
+//!   [`auth::Throttle`], and the decision table of SPEC 5.
+//! - [`proxy`]: the public listener: the per-request service, header hygiene,
+//!   the pooled upstream client, refusals and their JSON bodies.
+//! - [`admin`]: the loopback JSON API over the keyring.
+//! - [`access_log`]: one JSON line per proxied request, off the hot path.
+//! - [`shutdown`]: the signal future that every server takes.
+//! - [`app`]: binds listeners and runs both servers from a validated config;
+//!   `main.rs` only parses arguments and calls into it.
+//! - [`cli`]: the `keygate keys ...` / `keygate users ...` commands, which talk
+//!   to a running server's admin API and never open the store themselves.
+//!
+//! # Errors
+//!
+//! Each boundary has its own `thiserror` type. Proxy refusals are values
+//! ([`proxy::Refusal`]) that know their status, their Haplo `kind` and who
+//! caused them; nothing on the request path is boxed.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs, missing_debug_implementations)]
+#![warn(unreachable_pub)]
+
+pub mod access_log;
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod keys;
+pub mod proxy;
+pub mod scope;
+mod server;
+pub mod shutdown;
+pub mod target;
+pub mod timestamp;

@@ -1,0 +1,301 @@
+//! The public listener: authenticate, then forward.
+//!
+//! [`Proxy`] is the state shared by every connection: the reloadable
+//! settings, the keyring (whose snapshot each request reads once), the
+//! failure throttle, the pooled upstream client and the access log.
+//! [`serve`] runs the accept loop; [`Proxy::handle`] is the whole life of
+//! one request:
+//!
+//! 1. resolve the client address (trusted proxies, SPEC 5);
+//! 2. validate the request-target and `Host` (400 before any other check);
+//! 3. read the credentials and apply the decision table ([`crate::auth`]);
+//! 4. rewrite headers ([`headers`]) and forward with the target unchanged;
+//! 5. stream the response back, writing the access-log line when it ends.
+//!
+//! Settings and keys live behind two separate `ArcSwap`s on purpose: they
+//! change independently (a reload never touches keys, an admin write never
+//! touches settings) and no request needs the two to change together.
+
+mod body;
+mod headers;
+mod log;
+mod refusal;
+mod upstream;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::header::HOST;
+use http::uri::{Authority, Uri};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use tokio::net::TcpListener;
+
+pub use self::body::{BodyError, ResponseBody, TimedBody};
+pub use self::log::PendingLog;
+pub use self::refusal::{BadRequest, Blame, Refusal, UpstreamCause};
+pub use self::upstream::Upstream;
+
+use self::headers::Peer;
+use self::log::{LogPath, RequestInfo};
+use crate::access_log::AccessLog;
+use crate::auth::{self, AuthContext, Credentials, Identity, Throttle};
+use crate::config::ProxySettings;
+use crate::keys::Keyring;
+use crate::server::{self, ConnSettings};
+use crate::target::Target;
+use crate::timestamp::Timestamp;
+
+/// State shared by every proxied connection.
+#[derive(Debug)]
+pub struct Proxy {
+    settings: ArcSwap<ProxySettings>,
+    keyring: Arc<Keyring>,
+    throttle: Throttle,
+    upstream: Upstream,
+    log: AccessLog,
+}
+
+impl Proxy {
+    /// A proxy over `keyring` with `settings`.
+    pub fn new(settings: ProxySettings, keyring: Arc<Keyring>, log: AccessLog) -> Self {
+        Proxy {
+            settings: ArcSwap::from_pointee(settings),
+            keyring,
+            throttle: Throttle::new(),
+            upstream: Upstream::new(),
+            log,
+        }
+    }
+
+    /// Replaces the settings; requests that start afterwards use them.
+    pub fn reload(&self, settings: ProxySettings) {
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// The failure throttle (for metrics and tests).
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
+    }
+
+    /// Handles one request from `peer`. Never fails: every problem becomes
+    /// a response.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer_addr: SocketAddr,
+    ) -> Result<Response<ResponseBody>, Infallible> {
+        let settings = self.settings.load_full();
+        let peer_ip = crate::config::canonical_ip(peer_addr.ip());
+        let peer = Peer {
+            addr: peer_ip,
+            trusted: settings.is_trusted(peer_ip),
+            proto: "http",
+        };
+        let client = headers::client_address(&peer, request.headers(), &settings);
+        let started = Instant::now();
+        let time = Timestamp::now();
+
+        let (request, identity) = match self.admit(request, &settings, &peer, client, time, started) {
+            Ok(admitted) => admitted,
+            Err((refusal, info)) => return Ok(self.refuse(refusal, info)),
+        };
+        let Admitted { request, info } = request;
+
+        let response = match self.upstream.send(request, settings.upstream_timeout).await {
+            Ok(response) => response,
+            Err(refusal) => {
+                let log = PendingLog::new(&self.log, info, refusal.status(), refusal.outcome(), identity.headers());
+                return Ok(refusal.into_response::<ResponseBody>().map(|b| b.with_log(log)));
+            }
+        };
+        let (mut parts, body) = response.into_parts();
+        headers::rewrite_response(&mut parts.headers);
+        let log = PendingLog::new(&self.log, info, parts.status, identity.outcome(), identity.headers());
+        let body = ResponseBody::upstream(TimedBody::new(body, settings.body_timeout), log);
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// Steps 2 to 4: everything up to the upstream call. Synchronous, so the
+    /// key snapshot is loaded and released without crossing an `.await`.
+    #[allow(clippy::result_large_err)]
+    fn admit(
+        &self,
+        request: Request<Incoming>,
+        settings: &ProxySettings,
+        peer: &Peer,
+        client: std::net::IpAddr,
+        time: Timestamp,
+        started: Instant,
+    ) -> Result<(Admitted, Forwarded), (Refusal, RequestInfo)> {
+        let target = Target::from_uri(request.uri());
+        let info = RequestInfo {
+            time,
+            started,
+            client,
+            method: request.method().clone(),
+            path: match &target {
+                Ok(target) => LogPath::Target(target.path_and_query().clone()),
+                Err(_) => LogPath::Raw(request.uri().clone()),
+            },
+        };
+        let target = match target {
+            Ok(target) => target,
+            Err(error) => return Err((BadRequest::Target(error).into(), info)),
+        };
+        if let Err(error) = check_host(&request) {
+            return Err((error.into(), info));
+        }
+        let credentials = match Credentials::from_headers(request.headers()) {
+            Ok(credentials) => credentials,
+            Err(error) => return Err((BadRequest::Credentials(error).into(), info)),
+        };
+
+        let snapshot = self.keyring.snapshot();
+        let cx = AuthContext {
+            snapshot: &snapshot,
+            settings,
+            throttle: &self.throttle,
+            client,
+            now: time,
+            instant: started,
+        };
+        let identity = match auth::authenticate(&cx, credentials.secret(), &target) {
+            Ok(identity) => identity,
+            Err(denied) => return Err((denied.into(), info)),
+        };
+        let (entry, forwarded) = match identity {
+            Identity::Anonymous => (None, Forwarded::Anonymous),
+            Identity::Key(entry) => (
+                Some(entry),
+                Forwarded::Key {
+                    user: entry.user_header.clone(),
+                    key_id: entry.id_header.clone(),
+                },
+            ),
+        };
+
+        let (mut parts, body) = request.into_parts();
+        if !parts.headers.contains_key(HOST) {
+            // HTTP/2 and absolute-form carry the host in the target.
+            if let Some(value) = parts
+                .uri
+                .authority()
+                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+            {
+                parts.headers.insert(HOST, value);
+            }
+        }
+        headers::rewrite_request(&mut parts.headers, settings, peer, entry);
+        drop(snapshot);
+
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(settings.upstream.scheme.clone());
+        uri.authority = Some(settings.upstream.authority.clone());
+        uri.path_and_query = Some(target.path_and_query().clone());
+        parts.uri = match Uri::from_parts(uri) {
+            Ok(uri) => uri,
+            Err(_) => return Err((BadRequest::Target(crate::target::TargetError::BadByte).into(), info)),
+        };
+        parts.version = Version::HTTP_11;
+        let body = TimedBody::new(body, settings.body_timeout);
+        Ok((
+            Admitted {
+                request: Request::from_parts(parts, body),
+                info,
+            },
+            forwarded,
+        ))
+    }
+
+    fn refuse(&self, refusal: Refusal, info: RequestInfo) -> Response<ResponseBody> {
+        if refusal.blame() == Blame::Upstream {
+            tracing::warn!(outcome = refusal.outcome(), "request failed upstream");
+        }
+        let log = PendingLog::new(&self.log, info, refusal.status(), refusal.outcome(), None);
+        refusal.into_response::<ResponseBody>().map(|b| b.with_log(log))
+    }
+}
+
+/// A request ready for the upstream, with what its log line needs.
+struct Admitted {
+    request: Request<TimedBody>,
+    info: RequestInfo,
+}
+
+/// How a forwarded request was authenticated, kept past the snapshot.
+enum Forwarded {
+    Anonymous,
+    Key {
+        user: http::HeaderValue,
+        key_id: http::HeaderValue,
+    },
+}
+
+impl Forwarded {
+    fn outcome(&self) -> &'static str {
+        match self {
+            Forwarded::Anonymous => "anonymous",
+            Forwarded::Key { .. } => "forwarded",
+        }
+    }
+
+    fn headers(&self) -> Option<(&http::HeaderValue, &http::HeaderValue)> {
+        match self {
+            Forwarded::Anonymous => None,
+            Forwarded::Key { user, key_id } => Some((user, key_id)),
+        }
+    }
+}
+
+/// Exactly one `Host`, agreeing with an absolute-form target's authority.
+fn check_host<B>(request: &Request<B>) -> Result<(), BadRequest> {
+    let mut hosts = request.headers().get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(BadRequest::MultipleHost);
+    }
+    match (host, request.uri().authority()) {
+        (None, None) => Err(BadRequest::MissingHost),
+        (None, Some(_)) => Ok(()),
+        (Some(_), None) => Ok(()),
+        (Some(host), Some(authority)) => {
+            let same = host
+                .to_str()
+                .ok()
+                .and_then(|h| h.parse::<Authority>().ok())
+                .is_some_and(|h| h == *authority);
+            if same {
+                Ok(())
+            } else {
+                Err(BadRequest::HostMismatch)
+            }
+        }
+    }
+}
+
+/// Serves the proxy on `listener` until `shutdown`, then drains for `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    server::serve("proxy", listener, shutdown, grace, move |peer| {
+        let settings = ConnSettings {
+            header_timeout: proxy.settings.load().header_timeout,
+        };
+        let proxy = proxy.clone();
+        let service = service_fn(move |request| {
+            let proxy = proxy.clone();
+            async move { proxy.handle(request, peer).await }
+        });
+        (settings, service)
+    })
+    .await;
+}

@@ -1,0 +1,210 @@
+//! Body types for both directions of the proxy.
+//!
+//! - [`TimedBody`] wraps hyper's `Incoming` (a client's upload or the
+//!   upstream's response) and fails it when no frame arrives within the
+//!   body timeout, so a stalled peer cannot hold a connection forever.
+//! - [`ResponseBody`] is what the client receives: the upstream's streamed
+//!   body or one of keygate's own JSON refusals. It counts the bytes sent
+//!   and writes the access-log line when the body ends (or is dropped, if
+//!   the client goes away), so `duration_ms` and `bytes` cover the whole
+//!   response.
+//!
+//! Both are concrete enums/structs rather than boxed trait objects: there
+//! is no allocation per request for the body plumbing.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use super::log::PendingLog;
+
+/// A body that failed part-way.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The peer's connection failed.
+    #[error("body stream failed: {0}")]
+    Stream(#[from] hyper::Error),
+    /// No data within the body timeout.
+    #[error("no body data for {0:?}")]
+    Timeout(Duration),
+}
+
+/// `Incoming` with an idle timeout between frames.
+///
+/// The timer is created only the first time the peer makes us wait, so a
+/// body that is already buffered (most small requests) never touches the
+/// timer wheel. Boxed because hyper-util's client needs an `Unpin` body.
+#[derive(Debug)]
+pub struct TimedBody {
+    inner: Incoming,
+    sleep: Option<Pin<Box<Sleep>>>,
+    timeout: Duration,
+    /// Whether the timer is counting the current wait.
+    waiting: bool,
+}
+
+impl TimedBody {
+    /// Wraps `inner`.
+    pub fn new(inner: Incoming, timeout: Duration) -> Self {
+        TimedBody {
+            inner,
+            sleep: None,
+            timeout,
+            waiting: false,
+        }
+    }
+}
+
+impl Body for TimedBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = false;
+                Poll::Ready(frame.map(|f| f.map_err(BodyError::Stream)))
+            }
+            Poll::Pending => {
+                let deadline = Instant::now() + this.timeout;
+                let sleep = match &mut this.sleep {
+                    Some(sleep) => {
+                        if !this.waiting {
+                            sleep.as_mut().reset(deadline);
+                        }
+                        sleep
+                    }
+                    None => this.sleep.insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                this.waiting = true;
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Timeout(this.timeout)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project! {
+    #[project = SourceProj]
+    #[derive(Debug)]
+    enum Source {
+        Upstream { #[pin] body: TimedBody },
+        Local { #[pin] body: Full<Bytes> },
+    }
+}
+
+pin_project! {
+    /// The body sent to the client.
+    #[derive(Debug)]
+    pub struct ResponseBody {
+        #[pin]
+        source: Source,
+        log: Option<PendingLog>,
+    }
+}
+
+impl ResponseBody {
+    /// The upstream's body, streamed.
+    pub fn upstream(body: TimedBody, log: Option<PendingLog>) -> Self {
+        ResponseBody {
+            source: Source::Upstream { body },
+            log,
+        }
+    }
+
+    /// A body keygate wrote itself.
+    pub fn local(bytes: Bytes, log: Option<PendingLog>) -> Self {
+        ResponseBody {
+            source: Source::Local {
+                body: Full::new(bytes),
+            },
+            log,
+        }
+    }
+
+    /// Attaches the access-log line to write when the body ends.
+    pub fn with_log(mut self, log: Option<PendingLog>) -> Self {
+        self.log = log;
+        self
+    }
+}
+
+impl From<Bytes> for ResponseBody {
+    fn from(bytes: Bytes) -> Self {
+        ResponseBody::local(bytes, None)
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.project();
+        let polled = match this.source.project() {
+            SourceProj::Upstream { body } => body.poll_frame(cx),
+            SourceProj::Local { body } => body
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(|never| match never {}))),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(log), Some(data)) = (this.log.as_mut(), frame.data_ref()) {
+                    log.add_bytes(data.len());
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(log) = this.log.take() {
+                    log.finish();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(mut log) = this.log.take() {
+                    log.set_aborted();
+                    log.finish();
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.source {
+            Source::Upstream { body } => body.is_end_stream(),
+            Source::Local { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            Source::Upstream { body } => body.size_hint(),
+            Source::Local { body } => body.size_hint(),
+        }
+    }
+}

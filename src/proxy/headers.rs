@@ -1,0 +1,229 @@
+//! Header hygiene between client and upstream (SPEC 6).
+//!
+//! The order matters and is the SPEC's:
+//!
+//! 1. Hop-by-hop headers, and every header the client named in
+//!    `Connection`, are removed (except `Host` and `Content-Length`, which a
+//!    client must not be able to strip from its own request that way).
+//! 2. Every header whose name, lower-cased with `_` read as `-`, equals the
+//!    identity or key-id header is removed: `x_haplo_user` and
+//!    `X-HAPLO-USER` are the same header to many frameworks (oauth2-proxy
+//!    CVE-2025-64484 was exactly this). The credentials (`Authorization`,
+//!    `X-ONEIS-Key`) go too.
+//! 3. For an authenticated request only, the identity headers are set.
+//! 4. `X-Forwarded-For` gains the peer address and `X-Forwarded-Proto` is
+//!    set; client-sent values (and `Forwarded`) survive only from trusted
+//!    proxies.
+//!
+//! Also here: which address a request comes from, since that reads
+//! `X-Forwarded-For` with the same trust rule.
+
+use std::net::IpAddr;
+
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, EXPECT,
+    FORWARDED, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
+    UPGRADE,
+};
+
+use crate::auth::credentials::X_ONEIS_KEY;
+use crate::config::{canonical_ip, ProxySettings};
+use crate::keys::Entry;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1,
+/// plus the non-standard ones proxies are known to honour).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    PROXY_AUTHORIZATION,
+    PROXY_AUTHENTICATE,
+];
+
+/// Facts about the connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer {
+    /// The TCP peer.
+    pub(crate) addr: IpAddr,
+    /// Whether the peer is a trusted proxy.
+    pub(crate) trusted: bool,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub(crate) proto: &'static str,
+}
+
+/// The client address: the TCP peer, or, when the peer is a trusted proxy,
+/// the right-most address in `X-Forwarded-For` that is not itself trusted.
+pub(crate) fn client_address(peer: &Peer, headers: &HeaderMap, settings: &ProxySettings) -> IpAddr {
+    if !peer.trusted {
+        return peer.addr;
+    }
+    let mut client = peer.addr;
+    // Later headers are later hops; within one, entries run left to right.
+    let hops = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .rev()
+        .flat_map(|v| v.to_str().unwrap_or("").rsplit(','));
+    for hop in hops {
+        match parse_hop(hop.trim()) {
+            Some(ip) if settings.is_trusted(ip) => client = ip,
+            Some(ip) => return ip,
+            // An unreadable hop was written by whoever is beyond the last
+            // trusted proxy: stop at the nearest address we can vouch for.
+            None => return client,
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` entry: an address, tolerating `[v6]:port` and
+/// `v4:port` forms that some proxies write.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(canonical_ip(ip));
+    }
+    if let Ok(sa) = hop.parse::<std::net::SocketAddr>() {
+        return Some(canonical_ip(sa.ip()));
+    }
+    None
+}
+
+/// Whether `name` is `target` once lower-cased with `_` read as `-`.
+/// `name` is already lower-case (hyper lower-cases header names) and
+/// `target` is a configured header name, also lower-case.
+fn is_alias(name: &str, target: &str) -> bool {
+    name.len() == target.len()
+        && name
+            .bytes()
+            .zip(target.bytes())
+            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+}
+
+/// Removes hop-by-hop headers and those named in `Connection`.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Names listed in Connection, collected first: HeaderMap cannot be
+    // mutated while its values are borrowed. No allocation unless the
+    // client sent a Connection header naming something.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(CONNECTION) {
+        for token in value.to_str().unwrap_or("").split(',') {
+            let token = token.trim();
+            if token.is_empty() {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                if name != HOST && name != CONTENT_LENGTH {
+                    named.push(name);
+                }
+            }
+        }
+    }
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Rewrites a client's request headers for the upstream.
+pub(crate) fn rewrite_request(
+    headers: &mut HeaderMap,
+    settings: &ProxySettings,
+    peer: &Peer,
+    identity: Option<&Entry>,
+) {
+    remove_hop_by_hop(headers);
+    headers.remove(AUTHORIZATION);
+    headers.remove(X_ONEIS_KEY);
+    // hyper already answered `Expect: 100-continue` to the client when the
+    // body was first read; the upstream must not see it again.
+    headers.remove(EXPECT);
+
+    let identity_name = settings.identity_header.as_str();
+    let key_id_name = settings.key_id_header.as_str();
+    let aliases: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_alias(name.as_str(), identity_name) || is_alias(name.as_str(), key_id_name))
+        .cloned()
+        .collect();
+    for name in aliases {
+        headers.remove(name);
+    }
+
+    if let Some(entry) = identity {
+        headers.insert(settings.identity_header.clone(), entry.user_header.clone());
+        headers.insert(settings.key_id_header.clone(), entry.id_header.clone());
+    }
+
+    set_forwarded(headers, peer);
+}
+
+fn set_forwarded(headers: &mut HeaderMap, peer: &Peer) {
+    let peer_text = peer.addr.to_string();
+    if peer.trusted {
+        let previous: Vec<&str> = headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let chain = if previous.is_empty() {
+            peer_text
+        } else {
+            format!("{}, {peer_text}", previous.join(", "))
+        };
+        if let Ok(value) = HeaderValue::from_str(&chain) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        if !headers.contains_key(X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(peer.proto));
+        }
+    } else {
+        headers.remove(FORWARDED);
+        if let Ok(value) = HeaderValue::from_str(&peer_text) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(peer.proto));
+    }
+}
+
+/// Rewrites the upstream's response headers for the client: hop-by-hop
+/// headers describe the upstream connection, not ours.
+pub(crate) fn rewrite_response(headers: &mut HeaderMap) {
+    remove_hop_by_hop(headers);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_ignore_case_and_underscores() {
+        assert!(is_alias("x-haplo-user", "x-haplo-user"));
+        assert!(is_alias("x_haplo_user", "x-haplo-user"));
+        assert!(is_alias("x_haplo-user", "x-haplo-user"));
+        assert!(!is_alias("x-haplo-users", "x-haplo-user"));
+        assert!(!is_alias("x-haplo-usex", "x-haplo-user"));
+    }
+
+    #[test]
+    fn connection_cannot_strip_host_or_length() {
+        let mut h = HeaderMap::new();
+        h.insert(HOST, "a".parse().unwrap());
+        h.insert(CONTENT_LENGTH, "3".parse().unwrap());
+        h.insert("x-a", "1".parse().unwrap());
+        h.insert(CONNECTION, "host, content-length, x-a, keep-alive".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert!(h.contains_key(HOST) && h.contains_key(CONTENT_LENGTH));
+        assert!(!h.contains_key("x-a") && !h.contains_key(CONNECTION));
+    }
+}

@@ -1,0 +1,127 @@
+//! The access-log line of one request, carried until its response ends.
+//!
+//! A [`PendingLog`] is created when keygate knows the status, travels inside
+//! the [`super::body::ResponseBody`], and is written exactly once: when the
+//! body ends, or when it is dropped early (the client went away), in which
+//! case the outcome becomes `incomplete`.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Method, StatusCode, Uri};
+
+use crate::access_log::{AccessLog, Entry};
+use crate::timestamp::Timestamp;
+
+/// The path to log: from the validated target, or the raw URI when the
+/// target was refused. Both are refcounted clones, and only `path()` (never
+/// the query) is ever read from them.
+#[derive(Debug)]
+pub(crate) enum LogPath {
+    Target(PathAndQuery),
+    Raw(Uri),
+}
+
+impl LogPath {
+    fn path(&self) -> &str {
+        match self {
+            LogPath::Target(pq) => pq.path(),
+            LogPath::Raw(uri) => uri.path(),
+        }
+    }
+}
+
+/// What is known about a request when it arrives.
+#[derive(Debug)]
+pub(crate) struct RequestInfo {
+    pub(crate) time: Timestamp,
+    pub(crate) started: Instant,
+    pub(crate) client: IpAddr,
+    pub(crate) method: Method,
+    pub(crate) path: LogPath,
+}
+
+/// An access-log line waiting for the end of its response body.
+#[derive(Debug)]
+pub struct PendingLog {
+    log: AccessLog,
+    info: RequestInfo,
+    status: StatusCode,
+    outcome: &'static str,
+    user: Option<HeaderValue>,
+    key_id: Option<HeaderValue>,
+    bytes: u64,
+    written: bool,
+}
+
+impl PendingLog {
+    /// `None` when the access log is off, so nothing is carried at all.
+    pub(crate) fn new(
+        log: &AccessLog,
+        info: RequestInfo,
+        status: StatusCode,
+        outcome: &'static str,
+        identity: Option<(&HeaderValue, &HeaderValue)>,
+    ) -> Option<Self> {
+        if !log.is_enabled() {
+            return None;
+        }
+        Some(PendingLog {
+            log: log.clone(),
+            info,
+            status,
+            outcome,
+            user: identity.map(|(user, _)| user.clone()),
+            key_id: identity.map(|(_, id)| id.clone()),
+            bytes: 0,
+            written: false,
+        })
+    }
+
+    pub(crate) fn add_bytes(&mut self, n: usize) {
+        self.bytes = self.bytes.saturating_add(n as u64);
+    }
+
+    pub(crate) fn set_aborted(&mut self) {
+        self.outcome = "incomplete";
+    }
+
+    /// Writes the line now.
+    pub(crate) fn finish(mut self) {
+        self.write();
+    }
+
+    fn write(&mut self) {
+        if self.written {
+            return;
+        }
+        self.written = true;
+        let entry = Entry {
+            time: self.info.time,
+            client: self.info.client,
+            method: self.info.method.as_str(),
+            path: self.info.path.path(),
+            status: self.status.as_u16(),
+            outcome: self.outcome,
+            user: self.user.as_ref().and_then(|v| v.to_str().ok()),
+            key_id: self.key_id.as_ref().and_then(|v| v.to_str().ok()),
+            duration_ms: self.info.started.elapsed(),
+            bytes: self.bytes,
+        };
+        self.log.write(&entry);
+    }
+}
+
+impl Drop for PendingLog {
+    fn drop(&mut self) {
+        if !self.written {
+            // Dropped before the body ended: the client went away, or the
+            // body was never polled because it was empty.
+            if self.bytes > 0 {
+                self.set_aborted();
+            }
+            self.write();
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Every way keygate answers a request itself, instead of forwarding it.
+//!
+//! A [`Refusal`] knows its status, Haplo's `kind` and message, who caused
+//! it ([`Blame`]) and the outcome written to the access log. The JSON body
+//! has Haplo's shape and key order:
+//!
+//! ```json
+//! {"success":false,"kind":"INVALID-API-KEY","error":{"message":"Invalid API Key"}}
+//! ```
+//!
+//! `WWW-Authenticate` is never sent (Haplo never sends it, and a browser
+//! prompt is not wanted for API keys).
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::{Response, StatusCode};
+
+use crate::auth::{CredentialsError, Denied};
+use crate::target::TargetError;
+
+/// Who caused a refusal: decides the log level and tells operators where to
+/// look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The request was malformed or not authorised.
+    Client,
+    /// The upstream failed or was too slow.
+    Upstream,
+}
+
+/// Why a request was malformed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadRequest {
+    /// An ambiguous or unsupported request-target.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// Ambiguous credentials.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    /// No `Host` header (Haplo selects the application by host name).
+    #[error("missing Host header")]
+    MissingHost,
+    /// More than one `Host` header.
+    #[error("more than one Host header")]
+    MultipleHost,
+    /// Absolute-form target whose authority disagrees with `Host`.
+    #[error("request-target authority and Host header disagree")]
+    HostMismatch,
+}
+
+/// What went wrong reaching the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamCause {
+    /// The connection was refused or could not be made.
+    Connect,
+    /// The connection closed or reset before a full response head.
+    Closed,
+    /// Anything else (an invalid response, say).
+    Other,
+}
+
+impl UpstreamCause {
+    /// A label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamCause::Connect => "connect",
+            UpstreamCause::Closed => "closed",
+            UpstreamCause::Other => "other",
+        }
+    }
+}
+
+/// A request keygate answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 400 `BAD-REQUEST`.
+    BadRequest(BadRequest),
+    /// 403 with the kind of SPEC 5's table.
+    Denied(Denied),
+    /// 502 `BAD-GATEWAY`.
+    BadGateway(UpstreamCause),
+    /// 504 `GATEWAY-TIMEOUT`.
+    GatewayTimeout,
+}
+
+impl Refusal {
+    /// The HTTP status.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Refusal::Denied(_) => StatusCode::FORBIDDEN,
+            Refusal::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Refusal::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Haplo's `kind`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Refusal::BadRequest(_) => "BAD-REQUEST",
+            Refusal::Denied(denied) => denied.kind(),
+            Refusal::BadGateway(_) => "BAD-GATEWAY",
+            Refusal::GatewayTimeout => "GATEWAY-TIMEOUT",
+        }
+    }
+
+    /// Who caused it.
+    pub fn blame(self) -> Blame {
+        match self {
+            Refusal::BadRequest(_) | Refusal::Denied(_) => Blame::Client,
+            Refusal::BadGateway(_) | Refusal::GatewayTimeout => Blame::Upstream,
+        }
+    }
+
+    /// The access-log outcome.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            Refusal::BadRequest(_) => "bad-request",
+            Refusal::Denied(denied) => denied.outcome(),
+            Refusal::BadGateway(_) => "upstream-error",
+            Refusal::GatewayTimeout => "upstream-timeout",
+        }
+    }
+
+    /// The response body.
+    pub fn body(self) -> Bytes {
+        // A struct, not `json!`: field order is Haplo's, not alphabetical.
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            success: bool,
+            kind: &'a str,
+            error: Message<'a>,
+        }
+        #[derive(serde::Serialize)]
+        struct Message<'a> {
+            message: &'a str,
+        }
+        let message = self.to_string();
+        let body = Body {
+            success: false,
+            kind: self.kind(),
+            error: Message { message: &message },
+        };
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    }
+
+    /// The full response, with a body of type `B` built from the JSON.
+    pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
+        let mut response = Response::new(B::from(self.body()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+        response
+    }
+}
+
+impl fmt::Display for Refusal {
+    /// The `error.message` text: Haplo's exact words where Haplo has them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::BadRequest(reason) => write!(f, "Bad request: {reason}"),
+            Refusal::Denied(denied) => f.write_str(denied.message()),
+            Refusal::BadGateway(_) => f.write_str("Bad gateway: the application could not be reached"),
+            Refusal::GatewayTimeout => f.write_str("Gateway timeout: the application did not respond in time"),
+        }
+    }
+}
+
+impl From<BadRequest> for Refusal {
+    fn from(reason: BadRequest) -> Self {
+        Refusal::BadRequest(reason)
+    }
+}
+
+impl From<Denied> for Refusal {
+    fn from(denied: Denied) -> Self {
+        Refusal::Denied(denied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_have_haplos_shape_and_order() {
+        let body = Refusal::Denied(Denied::InvalidKey).body();
+        assert_eq!(
+            body,
+            r#"{"success":false,"kind":"INVALID-API-KEY","error":{"message":"Invalid API Key"}}"#
+        );
+    }
+}

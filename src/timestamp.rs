@@ -1,0 +1,93 @@
+//! Wall-clock instants as whole Unix seconds, shown as RFC 3339 UTC.
+//!
+//! Everything keygate records (creation, expiry, last use) has second
+//! precision, so a plain `i64` is the stored form: it is what the redb record
+//! holds, what the request path compares, and it cannot carry a time zone
+//! that would need normalising. Only the admin API's JSON turns it into text.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// Seconds since the Unix epoch, UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Timestamp(i64);
+
+/// Why an RFC 3339 string was not accepted.
+#[derive(Debug, thiserror::Error)]
+#[error("not an RFC 3339 time such as 2030-01-31T12:00:00Z")]
+pub struct TimestampError(());
+
+impl Timestamp {
+    /// The current time. Reads the system clock (a vDSO call, no syscall).
+    pub fn now() -> Self {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
+    }
+
+    /// A timestamp from Unix seconds.
+    pub const fn from_unix(secs: i64) -> Self {
+        Timestamp(secs)
+    }
+
+    /// Unix seconds.
+    pub const fn unix(self) -> i64 {
+        self.0
+    }
+
+    /// This instant moved forward by `secs` seconds, saturating.
+    pub fn plus_secs(self, secs: u64) -> Self {
+        let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+        Timestamp(self.0.saturating_add(secs))
+    }
+
+    /// Parses an RFC 3339 time with any offset; sub-second digits are dropped.
+    pub fn parse_rfc3339(text: &str) -> Result<Self, TimestampError> {
+        OffsetDateTime::parse(text, &Rfc3339)
+            .map(|t| Timestamp(t.unix_timestamp()))
+            .map_err(|_| TimestampError(()))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    /// RFC 3339 in UTC with a `Z` suffix, e.g. `2026-11-26T14:27:10Z`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match OffsetDateTime::from_unix_timestamp(self.0) {
+            Ok(t) => {
+                let (y, mo, d) = (t.year(), u8::from(t.month()), t.day());
+                let (h, mi, s) = (t.hour(), t.minute(), t.second());
+                write!(f, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+            }
+            // Outside time's range (year ±9999): show the raw number rather
+            // than invent a date.
+            Err(_) => write!(f, "@{}", self.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_as_rfc3339_utc() {
+        assert_eq!(
+            Timestamp::from_unix(1_700_000_000).to_string(),
+            "2023-11-14T22:13:20Z"
+        );
+    }
+
+    #[test]
+    fn parses_offsets_into_utc() {
+        let t = Timestamp::parse_rfc3339("2023-11-15T00:13:20+02:00").unwrap();
+        assert_eq!(t, Timestamp::from_unix(1_700_000_000));
+        assert!(Timestamp::parse_rfc3339("2023-11-15").is_err());
+        assert!(Timestamp::parse_rfc3339("tomorrow").is_err());
+    }
+}
