@@ -1,0 +1,160 @@
+//! A real upstream HTTP server that records every request it receives.
+//!
+//! Paths choose the answer, so one upstream serves every test:
+//!
+//! - `/echo...`: streams the request body back;
+//! - `/status/NNN...`: answers with that status;
+//! - `/hang...`: never answers (for the upstream timeout);
+//! - anything else: 200 `ok`.
+//!
+//! Each request is recorded (method, target exactly as received, headers
+//! in order, body) and announced on a channel, so a test can await "the
+//! upstream saw it" or assert it never did.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use super::PATIENCE;
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// Method.
+    pub method: String,
+    /// Request-target as received.
+    pub target: String,
+    /// Headers in order (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    /// All values of a header.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The only value of a header; panics if repeated.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let all = self.all(name);
+        assert!(all.len() <= 1, "header {name} repeated: {all:?}");
+        all.first().copied()
+    }
+}
+
+/// The recording upstream.
+#[derive(Debug)]
+pub struct RecordingUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Recorded>>>,
+    rx: mpsc::UnboundedReceiver<Recorded>,
+}
+
+impl RecordingUpstream {
+    /// Starts on `127.0.0.1:0`.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let seen_task = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let seen = seen_task.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| answer(req, seen.clone(), tx.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        RecordingUpstream { addr, seen, rx }
+    }
+
+    /// Every request seen so far.
+    pub fn seen(&self) -> Vec<Recorded> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits for the next request the upstream receives.
+    pub async fn next(&mut self) -> Recorded {
+        tokio::time::timeout(PATIENCE, self.rx.recv())
+            .await
+            .expect("the upstream receives a request in time")
+            .expect("upstream running")
+    }
+
+    /// Asserts nothing reached the upstream so far.
+    pub fn assert_untouched(&self) {
+        let seen = self.seen();
+        assert!(seen.is_empty(), "upstream should have seen nothing, saw {seen:?}");
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<Recorded>>>,
+    tx: mpsc::UnboundedSender<Recorded>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().to_string();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_default();
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    if target.starts_with("/hang") {
+        // Record, then never answer: the proxy's upstream timeout must fire.
+        let record = Recorded { method, target, headers, body: Vec::new() };
+        seen.lock().unwrap().push(record.clone());
+        let _ = tx.send(record);
+        return std::future::pending().await;
+    }
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let record = Recorded {
+        method,
+        target: target.clone(),
+        headers,
+        body: body.to_vec(),
+    };
+    seen.lock().unwrap().push(record.clone());
+    let _ = tx.send(record);
+    let mut response = if target.starts_with("/echo") {
+        Response::new(Full::new(body))
+    } else if let Some(code) = target.strip_prefix("/status/") {
+        let code: u16 = code[..3].parse().unwrap_or(500);
+        let mut r = Response::new(Full::new(Bytes::from_static(b"status")));
+        *r.status_mut() = hyper::StatusCode::from_u16(code).unwrap();
+        r
+    } else {
+        Response::new(Full::new(Bytes::from_static(b"ok")))
+    };
+    response
+        .headers_mut()
+        .insert("x-upstream", hyper::header::HeaderValue::from_static("yes"));
+    Ok(response)
+}
