@@ -50,7 +50,12 @@ impl AccessLog {
             .lossy(false)
             .thread_name("keygate-access-log")
             .finish(writer);
-        (AccessLog { writer: Some(writer) }, AccessLogGuard(Some(guard)))
+        (
+            AccessLog {
+                writer: Some(writer),
+            },
+            AccessLogGuard(Some(guard)),
+        )
     }
 
     /// Whether lines are written at all (skip building them if not).

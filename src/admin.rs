@@ -63,7 +63,10 @@ impl Admin {
     }
 
     /// Handles one admin request.
-    pub async fn handle(&self, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
         if let Err(refusal) = self.guard.check(&request) {
             return Ok(refusal.into_response());
         }
@@ -75,10 +78,15 @@ impl Admin {
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
         let method = request.method().clone();
         match segments.as_slice() {
-            ["healthz"] => only(&method, &[Method::GET], || Reply::json(200, &serde_json::json!({"status": "ok"}))),
+            ["healthz"] => only(&method, &[Method::GET], || {
+                Reply::json(200, &serde_json::json!({"status": "ok"}))
+            }),
             ["readyz"] => only(&method, &[Method::GET], || {
                 let snapshot = self.keyring.snapshot();
-                Reply::json(200, &serde_json::json!({"status": "ready", "keys": snapshot.key_count()}))
+                Reply::json(
+                    200,
+                    &serde_json::json!({"status": "ready", "keys": snapshot.key_count()}),
+                )
             }),
             ["v1", "keys"] => match method {
                 Method::GET => api::list_keys(&self.keyring, request.uri().query()),

@@ -57,7 +57,11 @@ impl App {
         let admin_listener = bind("admin.listen", config.admin_listen).await?;
         let admin_local = admin_listener.local_addr().unwrap_or(config.admin_listen);
         let proxy = Arc::new(Proxy::new(config.proxy.clone(), keyring.clone(), log));
-        let admin = Arc::new(Admin::new(keyring.clone(), admin_local, config.admin_token.clone()));
+        let admin = Arc::new(Admin::new(
+            keyring.clone(),
+            admin_local,
+            config.admin_token.clone(),
+        ));
         Ok(App {
             config,
             keyring,
@@ -70,12 +74,16 @@ impl App {
 
     /// The bound proxy address (useful with port 0).
     pub fn proxy_addr(&self) -> SocketAddr {
-        self.proxy_listener.local_addr().unwrap_or(self.config.proxy_listen)
+        self.proxy_listener
+            .local_addr()
+            .unwrap_or(self.config.proxy_listen)
     }
 
     /// The bound admin address.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_listener.local_addr().unwrap_or(self.config.admin_listen)
+        self.admin_listener
+            .local_addr()
+            .unwrap_or(self.config.admin_listen)
     }
 
     /// The keyring.

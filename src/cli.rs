@@ -124,7 +124,12 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
     let client = client_for(global)?;
     match command {
         Command::Serve => Ok(()),
-        Command::Keys(KeysCommand::Create { user, name, path, expires_at }) => {
+        Command::Keys(KeysCommand::Create {
+            user,
+            name,
+            path,
+            expires_at,
+        }) => {
             let mut body = json!({"user": user, "name": name, "path": path});
             if let Some(at) = expires_at {
                 body["expires_at"] = Value::String(at);
@@ -156,7 +161,9 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
             let path = match user {
                 Some(user) => format!(
                     "/v1/keys?{}",
-                    form_urlencoded::Serializer::new(String::new()).append_pair("user", &user).finish()
+                    form_urlencoded::Serializer::new(String::new())
+                        .append_pair("user", &user)
+                        .finish()
                 ),
                 None => "/v1/keys".to_owned(),
             };
@@ -169,18 +176,30 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
             Ok(())
         }
         Command::Keys(KeysCommand::Show { id }) => {
-            let shown = client.call(Method::GET, &format!("/v1/keys/{}", encode(&id)), None).await?;
+            let shown = client
+                .call(Method::GET, &format!("/v1/keys/{}", encode(&id)), None)
+                .await?;
             if global.json {
                 println!("{shown}");
                 return Ok(());
             }
-            for field in ["id", "user", "name", "path", "created_at", "expires_at", "last_used_at"] {
+            for field in [
+                "id",
+                "user",
+                "name",
+                "path",
+                "created_at",
+                "expires_at",
+                "last_used_at",
+            ] {
                 println!("{field:<13} {}", text(&shown[field]));
             }
             Ok(())
         }
         Command::Keys(KeysCommand::Revoke { id }) => {
-            client.call(Method::DELETE, &format!("/v1/keys/{}", encode(&id)), None).await?;
+            client
+                .call(Method::DELETE, &format!("/v1/keys/{}", encode(&id)), None)
+                .await?;
             if global.json {
                 println!("{}", json!({"revoked": id}));
             } else {
@@ -194,7 +213,9 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
                 UsersCommand::Unblock { user } => (user, false),
             };
             let path = format!("/v1/users/{}", encode(&user));
-            let reply = client.call(Method::PUT, &path, Some(json!({"blocked": blocked}))).await?;
+            let reply = client
+                .call(Method::PUT, &path, Some(json!({"blocked": blocked})))
+                .await?;
             if global.json {
                 println!("{reply}");
             } else if blocked {
@@ -210,7 +231,9 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
 fn client_for(global: &Global) -> Result<AdminClient, ClientError> {
     let config = match (&global.config, &global.admin) {
         (None, Some(_)) => None,
-        (path, _) => Some(Config::load(path.as_deref()).map_err(|e| ClientError::Config(e.to_string()))?),
+        (path, _) => {
+            Some(Config::load(path.as_deref()).map_err(|e| ClientError::Config(e.to_string()))?)
+        }
     };
     let base = match (&global.admin, &config) {
         (Some(url), _) => url.clone(),
@@ -247,7 +270,15 @@ fn print_table(keys: &[Value]) {
         println!("No keys.");
         return;
     }
-    let columns = ["id", "user", "name", "path", "created_at", "expires_at", "last_used_at"];
+    let columns = [
+        "id",
+        "user",
+        "name",
+        "path",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+    ];
     let rows: Vec<Vec<String>> = keys
         .iter()
         .map(|k| columns.iter().map(|c| text(&k[*c])).collect())
@@ -255,7 +286,13 @@ fn print_table(keys: &[Value]) {
     let widths: Vec<usize> = columns
         .iter()
         .enumerate()
-        .map(|(i, c)| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0).max(c.len()))
+        .map(|(i, c)| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(c.len())
+        })
         .collect();
     let line = |cells: &[String]| {
         let padded: Vec<String> = cells

@@ -219,7 +219,8 @@ impl Config {
 
         let proxy_listen = parse_addr(&raw.proxy.listen).map_err(|r| invalid("proxy.listen", r))?;
         let admin_listen = parse_addr(&raw.admin.listen).map_err(|r| invalid("admin.listen", r))?;
-        let upstream = parse_upstream(&raw.proxy.upstream).map_err(|r| invalid("proxy.upstream", r))?;
+        let upstream =
+            parse_upstream(&raw.proxy.upstream).map_err(|r| invalid("proxy.upstream", r))?;
         let identity_header = parse_injected_header(&raw.proxy.identity_header)
             .map_err(|r| invalid("proxy.identity_header", r))?;
         let key_id_header = parse_injected_header(&raw.proxy.key_id_header)
@@ -227,7 +228,8 @@ impl Config {
         if alias_form(identity_header.as_str()) == alias_form(key_id_header.as_str()) {
             return Err(invalid(
                 "proxy.key_id_header",
-                "must differ from proxy.identity_header (compared ignoring case and '_' vs '-')".into(),
+                "must differ from proxy.identity_header (compared ignoring case and '_' vs '-')"
+                    .into(),
             ));
         }
         let anonymous = match raw.proxy.anonymous.as_str() {
@@ -292,13 +294,22 @@ impl Config {
         let max_failures = u32::try_from(raw.throttle.max_failures)
             .ok()
             .filter(|n| *n >= 1)
-            .ok_or_else(|| invalid("throttle.max_failures", "must be between 1 and 4294967295".into()))?;
-        let window = positive_secs(raw.throttle.window_secs).map_err(|r| invalid("throttle.window_secs", r))?;
+            .ok_or_else(|| {
+                invalid(
+                    "throttle.max_failures",
+                    "must be between 1 and 4294967295".into(),
+                )
+            })?;
+        let window = positive_secs(raw.throttle.window_secs)
+            .map_err(|r| invalid("throttle.window_secs", r))?;
         let max_tracked = usize::try_from(raw.throttle.max_tracked_addresses)
             .ok()
             .filter(|n| (16..=100_000_000).contains(n))
             .ok_or_else(|| {
-                invalid("throttle.max_tracked_addresses", "must be between 16 and 100000000".into())
+                invalid(
+                    "throttle.max_tracked_addresses",
+                    "must be between 16 and 100000000".into(),
+                )
             })?;
 
         Ok(Config {
@@ -337,10 +348,16 @@ fn parse_raw(text: &str, path: Option<&Path>) -> Result<RawConfig, ConfigError> 
     };
     let line_of = |err: &toml::de::Error| {
         err.span()
-            .map(|span| format!("line {}", text[..span.start.min(text.len())].lines().count().max(1)))
+            .map(|span| {
+                format!(
+                    "line {}",
+                    text[..span.start.min(text.len())].lines().count().max(1)
+                )
+            })
             .unwrap_or_else(|| "file".to_owned())
     };
-    let deserializer = toml::Deserializer::parse(text).map_err(|e| parse_error(line_of(&e), e.message()))?;
+    let deserializer =
+        toml::Deserializer::parse(text).map_err(|e| parse_error(line_of(&e), e.message()))?;
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." { "file".to_owned() } else { key };
@@ -352,13 +369,20 @@ fn parse_raw(text: &str, path: Option<&Path>) -> Result<RawConfig, ConfigError> 
 /// "the same" for the alias-stripping rule of SPEC 6.
 pub fn alias_form(name: &str) -> String {
     name.bytes()
-        .map(|b| if b == b'_' { '-' } else { b.to_ascii_lowercase() as char })
+        .map(|b| {
+            if b == b'_' {
+                '-'
+            } else {
+                b.to_ascii_lowercase() as char
+            }
+        })
         .collect()
 }
 
 fn parse_addr(text: &str) -> Result<SocketAddr, String> {
-    text.parse()
-        .map_err(|_| format!("{text:?} is not an address such as \"127.0.0.1:8080\" or \"[::1]:8080\""))
+    text.parse().map_err(|_| {
+        format!("{text:?} is not an address such as \"127.0.0.1:8080\" or \"[::1]:8080\"")
+    })
 }
 
 fn parse_upstream(text: &str) -> Result<UpstreamOrigin, String> {
@@ -414,7 +438,9 @@ fn parse_injected_header(text: &str) -> Result<HeaderName, String> {
     let name = HeaderName::from_bytes(text.as_bytes())
         .map_err(|_| format!("{text:?} is not a valid header name"))?;
     if RESERVED_HEADERS.contains(&alias_form(name.as_str()).as_str()) {
-        return Err(format!("{text:?} is a header keygate or HTTP itself manages"));
+        return Err(format!(
+            "{text:?} is a header keygate or HTTP itself manages"
+        ));
     }
     Ok(name)
 }
@@ -441,7 +467,9 @@ mod tests {
     use super::*;
 
     fn err(text: &str) -> String {
-        Config::parse(text, Some(Path::new("k.toml"))).unwrap_err().to_string()
+        Config::parse(text, Some(Path::new("k.toml")))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -465,13 +493,19 @@ mod tests {
     #[test]
     fn errors_name_the_key_and_reason() {
         let e = err("[proxy]\nupstream_timout_secs = 3\n");
-        assert!(e.contains("k.toml") && e.contains("proxy") && e.contains("upstream_timout_secs"), "{e}");
+        assert!(
+            e.contains("k.toml") && e.contains("proxy") && e.contains("upstream_timout_secs"),
+            "{e}"
+        );
         let e = err("[proxy]\nheader_timeout_secs = \"x\"\n");
         assert!(e.contains("proxy.header_timeout_secs"), "{e}");
         let e = err("[proxy]\nanonymous = \"allow\"\n");
         assert!(e.contains("proxy.anonymous") && e.contains("reject"), "{e}");
         let e = err("[admin]\nlisten = \"0.0.0.0:8081\"\n");
-        assert!(e.contains("admin.listen") && e.contains("admin.token"), "{e}");
+        assert!(
+            e.contains("admin.listen") && e.contains("admin.token"),
+            "{e}"
+        );
         let e = err("[proxy]\nupstream = \"http://h:1/base\"\n");
         assert!(e.contains("proxy.upstream"), "{e}");
         let e = err("[proxy]\nidentity_header = \"Authorization\"\n");

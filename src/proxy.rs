@@ -101,7 +101,8 @@ impl Proxy {
         let started = Instant::now();
         let time = Timestamp::now();
 
-        let (request, identity) = match self.admit(request, &settings, &peer, client, time, started) {
+        let (request, identity) = match self.admit(request, &settings, &peer, client, time, started)
+        {
             Ok(admitted) => admitted,
             Err((refusal, info)) => return Ok(self.refuse(refusal, info)),
         };
@@ -110,13 +111,27 @@ impl Proxy {
         let response = match self.upstream.send(request, settings.upstream_timeout).await {
             Ok(response) => response,
             Err(refusal) => {
-                let log = PendingLog::new(&self.log, info, refusal.status(), refusal.outcome(), identity.headers());
-                return Ok(refusal.into_response::<ResponseBody>().map(|b| b.with_log(log)));
+                let log = PendingLog::new(
+                    &self.log,
+                    info,
+                    refusal.status(),
+                    refusal.outcome(),
+                    identity.headers(),
+                );
+                return Ok(refusal
+                    .into_response::<ResponseBody>()
+                    .map(|b| b.with_log(log)));
             }
         };
         let (mut parts, body) = response.into_parts();
         headers::rewrite_response(&mut parts.headers);
-        let log = PendingLog::new(&self.log, info, parts.status, identity.outcome(), identity.headers());
+        let log = PendingLog::new(
+            &self.log,
+            info,
+            parts.status,
+            identity.outcome(),
+            identity.headers(),
+        );
         let body = ResponseBody::upstream(TimedBody::new(body, settings.body_timeout), log);
         Ok(Response::from_parts(parts, body))
     }
@@ -200,7 +215,12 @@ impl Proxy {
         uri.path_and_query = Some(target.path_and_query().clone());
         parts.uri = match Uri::from_parts(uri) {
             Ok(uri) => uri,
-            Err(_) => return Err((BadRequest::Target(crate::target::TargetError::BadByte).into(), info)),
+            Err(_) => {
+                return Err((
+                    BadRequest::Target(crate::target::TargetError::BadByte).into(),
+                    info,
+                ))
+            }
         };
         parts.version = Version::HTTP_11;
         let body = TimedBody::new(body, settings.body_timeout);
@@ -218,7 +238,9 @@ impl Proxy {
             tracing::warn!(outcome = refusal.outcome(), "request failed upstream");
         }
         let log = PendingLog::new(&self.log, info, refusal.status(), refusal.outcome(), None);
-        refusal.into_response::<ResponseBody>().map(|b| b.with_log(log))
+        refusal
+            .into_response::<ResponseBody>()
+            .map(|b| b.with_log(log))
     }
 }
 

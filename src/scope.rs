@@ -161,9 +161,19 @@ mod tests {
     #[test]
     fn refuses_scopes_that_never_match() {
         assert!(matches!(Scope::parse("=/"), Err(ScopeError::AdmitsNothing)));
-        assert!(matches!(Scope::parse("api/"), Err(ScopeError::NoLeadingSlash)));
+        assert!(matches!(
+            Scope::parse("api/"),
+            Err(ScopeError::NoLeadingSlash)
+        ));
         assert!(matches!(Scope::parse(""), Err(ScopeError::NoLeadingSlash)));
-        for bad in ["//api/", "/api/../x", "/api/%2f", "/a b/", "/api;x/", "=/api/./x"] {
+        for bad in [
+            "//api/",
+            "/api/../x",
+            "/api/%2f",
+            "/a b/",
+            "/api;x/",
+            "=/api/./x",
+        ] {
             assert!(Scope::parse(bad).is_err(), "{bad}");
         }
         for ok in ["/", "/api/.well", "/api/..x", "=/api/x?y=1"] {

@@ -2,21 +2,31 @@
 //!
 //! It owns what every listener needs and nothing more: accept, set
 //! `TCP_NODELAY`, hand the connection to hyper with a timer (hyper enforces
-//! the header-read timeout only when it has one), watch it for graceful
-//! shutdown, and on shutdown stop accepting and let connections finish
-//! within a deadline (hyper-util's `server_graceful` pattern).
+//! the header-read timeout only when it has one), and on shutdown stop
+//! accepting, ask every connection to finish its current request, and wait
+//! for them within a deadline.
+//!
+//! Draining follows mini-redis rather than hyper-util's `GracefulShutdown`:
+//! each connection task holds a clone of one `mpsc::Sender`, and the loop
+//! waits until every clone is gone. That works for any connection type
+//! hyper has (including upgradeable HTTP/1, which `GracefulShutdown` does
+//! not accept), and it is all the machinery there is.
+//!
+//! hyper's HTTP/1 connection is used directly rather than hyper-util's
+//! auto-detecting one: the auto builder first waits for 24 bytes to tell
+//! HTTP/1 from an HTTP/2 preface, with no timer, so a client that connects
+//! and sends nothing would never meet the header timeout.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::{Request, Response};
 use hyper::body::{Body, Incoming};
-use hyper::service::Service;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::server::conn::http1;
+use hyper::service::HttpService;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -24,8 +34,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// reload applies to new connections).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnSettings {
-    /// Deadline for each request head; also bounds keep-alive idle time,
-    /// since hyper starts the timer as soon as it waits for the next head.
+    /// Deadline for each request head. hyper starts this timer as soon as
+    /// it waits for the next head, so it also bounds keep-alive idle time
+    /// and a connection that never sends anything.
     pub(crate) header_timeout: Duration,
 }
 
@@ -38,14 +49,17 @@ pub(crate) async fn serve<S, B>(
     grace: Duration,
     mut connection: impl FnMut(SocketAddr) -> (ConnSettings, S),
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S: HttpService<Incoming, ResBody = B> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let graceful = GracefulShutdown::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Every connection task holds a clone; `recv` returns `None` once all
+    // are gone, which is how the drain knows it is done.
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -64,25 +78,41 @@ pub(crate) async fn serve<S, B>(
         };
         let _ = stream.set_nodelay(true);
         let (settings, service) = connection(peer);
-        let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_timeout)
-            .keep_alive(true);
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let mut stop = stop_rx.clone();
+        let alive = alive_tx.clone();
         tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                tracing::debug!(listener = name, %peer, error = %error, "connection ended with an error");
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(settings.header_timeout)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                // `map(drop)`: the watch's read guard must not live
+                // across the `.await` below (it is not `Send`).
+                () = async { stop.wait_for(|stop| *stop).await.map(drop).unwrap_or(()) } => {
+                    // Finish the request in progress (if any), then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(listener = name, %peer, %error, "connection ended with an error");
             }
+            drop(alive);
         });
     }
     drop(listener);
     tracing::debug!(listener = name, "stopped accepting; draining connections");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(listener = name, grace_secs = grace.as_secs(), "connections still open after the grace period; closing them");
+    let _ = stop_tx.send(true);
+    drop(alive_tx);
+    if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {
+        tracing::warn!(
+            listener = name,
+            grace_secs = grace.as_secs(),
+            "connections still open after the grace period; closing them"
+        );
     }
 }

@@ -101,7 +101,10 @@ fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, Reply> {
 }
 
 /// Validates a create request into a [`NewKey`] plus warnings.
-fn validate_new_key(input: CreateKey, now: Timestamp) -> Result<(NewKey, Vec<&'static str>), Reply> {
+fn validate_new_key(
+    input: CreateKey,
+    now: Timestamp,
+) -> Result<(NewKey, Vec<&'static str>), Reply> {
     let user = UserId::parse(&input.user).map_err(|e| Reply::error(400, e.to_string()))?;
     let name = input.name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
@@ -170,7 +173,12 @@ pub(crate) fn list_keys(keyring: &Keyring, query: Option<&str>) -> Reply {
                 Ok(user) => user_filter = Some(user),
                 Err(e) => return Reply::error(400, format!("user: {e}")),
             },
-            other => return Reply::error(400, format!("unknown query parameter {other:?}; only \"user\" is accepted")),
+            other => {
+                return Reply::error(
+                    400,
+                    format!("unknown query parameter {other:?}; only \"user\" is accepted"),
+                )
+            }
         }
     }
     let snapshot = keyring.snapshot();
@@ -265,7 +273,11 @@ pub(crate) fn show_user(keyring: &Keyring, raw: &str) -> Reply {
 }
 
 /// `PUT /v1/users/{user}`.
-pub(crate) async fn set_user(keyring: &Arc<Keyring>, raw: &str, request: Request<Incoming>) -> Reply {
+pub(crate) async fn set_user(
+    keyring: &Arc<Keyring>,
+    raw: &str,
+    request: Request<Incoming>,
+) -> Reply {
     let user = match parse_user(raw) {
         Ok(user) => user,
         Err(reply) => return reply,

@@ -56,7 +56,10 @@ impl Guard {
         if !allowed {
             return Err(Reply::error(
                 403,
-                format!("Host must be the admin listener's address ({})", self.hosts[0]),
+                format!(
+                    "Host must be the admin listener's address ({})",
+                    self.hosts[0]
+                ),
             ));
         }
         if let Some(token) = &self.token {

@@ -42,13 +42,21 @@ impl Reply {
         struct Error {
             error: String,
         }
-        Self::json(status, &Error { error: message.into() })
+        Self::json(
+            status,
+            &Error {
+                error: message.into(),
+            },
+        )
     }
 
     /// 405 listing what is allowed.
     pub(crate) fn method_not_allowed(allowed: &[Method]) -> Self {
         let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
-        let mut reply = Self::error(405, format!("method not allowed; use {}", list.join(" or ")));
+        let mut reply = Self::error(
+            405,
+            format!("method not allowed; use {}", list.join(" or ")),
+        );
         reply.allow = Some(list.join(", "));
         reply
     }

@@ -184,7 +184,10 @@ mod tests {
         assert_eq!(key_of(&basic("haplo:abc")), Some(b"abc".to_vec()));
         let lower = format!("basic  {}", STANDARD.encode("haplo:abc"));
         assert_eq!(key_of(lower.as_bytes()), Some(b"abc".to_vec()));
-        let unpadded = format!("Basic {}", STANDARD.encode("haplo:ab").trim_end_matches('='));
+        let unpadded = format!(
+            "Basic {}",
+            STANDARD.encode("haplo:ab").trim_end_matches('=')
+        );
         assert_eq!(key_of(unpadded.as_bytes()), Some(b"ab".to_vec()));
     }
 
@@ -195,7 +198,15 @@ mod tests {
 
     #[test]
     fn other_credentials_are_no_key() {
-        for v in [basic("Haplo:abc"), basic("haplox:abc"), basic("haplo:"), basic("haplo"), b"Bearer abc".to_vec(), b"Basic !!!".to_vec(), b"Basic".to_vec()] {
+        for v in [
+            basic("Haplo:abc"),
+            basic("haplox:abc"),
+            basic("haplo:"),
+            basic("haplo"),
+            b"Bearer abc".to_vec(),
+            b"Basic !!!".to_vec(),
+            b"Basic".to_vec(),
+        ] {
             assert!(parse_basic(&v).is_none(), "{}", String::from_utf8_lossy(&v));
         }
     }
@@ -215,6 +226,9 @@ mod tests {
         h.insert(AUTHORIZATION, "Bearer x".parse().unwrap());
         assert!(Credentials::from_headers(&h).unwrap().secret().is_none());
         h.append(AUTHORIZATION, "Bearer y".parse().unwrap());
-        assert_eq!(Credentials::from_headers(&h).unwrap_err(), CredentialsError::MultipleAuthorization);
+        assert_eq!(
+            Credentials::from_headers(&h).unwrap_err(),
+            CredentialsError::MultipleAuthorization
+        );
     }
 }

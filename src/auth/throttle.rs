@@ -121,7 +121,10 @@ impl Throttle {
                 failures.latest = now;
             }
             Entry::Vacant(slot) => {
-                slot.insert(Failures { count: 1, latest: now });
+                slot.insert(Failures {
+                    count: 1,
+                    latest: now,
+                });
                 self.tracked.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -173,7 +176,8 @@ impl Throttle {
                 None => break,
             }
         }
-        self.tracked.fetch_sub(before - shard.len(), Ordering::Relaxed);
+        self.tracked
+            .fetch_sub(before - shard.len(), Ordering::Relaxed);
     }
 }
 

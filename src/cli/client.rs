@@ -58,11 +58,15 @@ pub struct AdminClient {
 impl AdminClient {
     /// A client for `base` (e.g. `http://127.0.0.1:8081`).
     pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
-        let uri: Uri = base.parse().map_err(|_| ClientError::BadUrl(base.to_owned()))?;
+        let uri: Uri = base
+            .parse()
+            .map_err(|_| ClientError::BadUrl(base.to_owned()))?;
         if uri.scheme_str() != Some("http") || !matches!(uri.path(), "" | "/") {
             return Err(ClientError::BadUrl(base.to_owned()));
         }
-        let authority = uri.authority().ok_or_else(|| ClientError::BadUrl(base.to_owned()))?;
+        let authority = uri
+            .authority()
+            .ok_or_else(|| ClientError::BadUrl(base.to_owned()))?;
         let authority = if authority.port().is_some() {
             authority.to_string()
         } else {
@@ -77,7 +81,12 @@ impl AdminClient {
 
     /// Sends one request; returns the JSON body of a 2xx answer (or `null`
     /// for 204), or the API's error.
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
         let stream = TcpStream::connect(&self.authority)
             .await
             .map_err(|source| ClientError::Connect {
@@ -112,11 +121,17 @@ impl AdminClient {
             .map_err(|_| ClientError::BadUrl(format!("{}{path}", self.url)))?;
         let response = sender.send_request(request).await.map_err(http_err)?;
         let status = response.status();
-        let body = response.into_body().collect().await.map_err(http_err)?.to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(http_err)?
+            .to_bytes();
         let json: Value = if body.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
+            serde_json::from_slice(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
         };
         if status.is_success() {
             Ok(json)

@@ -38,7 +38,6 @@ pub struct NewKey {
     pub expires_at: Option<Timestamp>,
 }
 
-
 /// The store plus the published snapshot.
 #[derive(Debug)]
 pub struct Keyring {
@@ -79,7 +78,9 @@ impl Keyring {
     fn writer(&self) -> MutexGuard<'_, Store> {
         // A panic while holding the lock leaves redb consistent (the open
         // transaction aborts on drop), so a poisoned lock is safe to reuse.
-        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Creates a key: durable and in effect when this returns.
@@ -105,7 +106,8 @@ impl Keyring {
             last_used_at: None,
         };
         store.insert_key(&record)?;
-        self.current.store(Arc::new(current.with_key(record.clone())));
+        self.current
+            .store(Arc::new(current.with_key(record.clone())));
         Ok((key, record))
     }
 
@@ -127,7 +129,8 @@ impl Keyring {
         let store = self.writer();
         let current = self.current.load_full();
         store.set_blocked(user, blocked)?;
-        self.current.store(Arc::new(current.with_blocked(user, blocked)));
+        self.current
+            .store(Arc::new(current.with_blocked(user, blocked)));
         Ok(())
     }
 }

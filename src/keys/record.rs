@@ -130,6 +130,9 @@ mod tests {
         assert_eq!(back.user, record.user);
         assert_eq!(back.scope, record.scope);
         assert_eq!(back.expires_at, record.expires_at);
-        assert!(matches!(KeyRecord::decode(record.id, &[9, 0]), Err(DecodeError::UnknownFormat(9))));
+        assert!(matches!(
+            KeyRecord::decode(record.id, &[9, 0]),
+            Err(DecodeError::UnknownFormat(9))
+        ));
     }
 }

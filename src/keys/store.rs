@@ -127,7 +127,10 @@ impl Store {
         let txn = self.db.begin_write().map_err(StoreError::redb)?;
         {
             let mut meta = txn.open_table(META).map_err(StoreError::redb)?;
-            let found = meta.get("schema").map_err(StoreError::redb)?.map(|v| v.value());
+            let found = meta
+                .get("schema")
+                .map_err(StoreError::redb)?
+                .map(|v| v.value());
             match found {
                 Some(SCHEMA_VERSION) => {}
                 Some(found) => {
@@ -137,7 +140,8 @@ impl Store {
                     })
                 }
                 None => {
-                    meta.insert("schema", SCHEMA_VERSION).map_err(StoreError::redb)?;
+                    meta.insert("schema", SCHEMA_VERSION)
+                        .map_err(StoreError::redb)?;
                 }
             }
             // Create the other tables so that readers never meet a missing one.
@@ -160,10 +164,11 @@ impl Store {
                 id: id_text.escape_default().to_string(),
                 source: DecodeError::Invalid("key id"),
             })?;
-            let record = KeyRecord::decode(id, value.value()).map_err(|source| StoreError::Corrupt {
-                id: id.to_string(),
-                source,
-            })?;
+            let record =
+                KeyRecord::decode(id, value.value()).map_err(|source| StoreError::Corrupt {
+                    id: id.to_string(),
+                    source,
+                })?;
             contents.keys.push(record);
         }
         let users = txn.open_table(USERS).map_err(StoreError::redb)?;

@@ -86,7 +86,9 @@ impl Body for TimedBody {
                         }
                         sleep
                     }
-                    None => this.sleep.insert(Box::pin(tokio::time::sleep_until(deadline))),
+                    None => this
+                        .sleep
+                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
                 };
                 this.waiting = true;
                 match sleep.as_mut().poll(cx) {

@@ -153,7 +153,9 @@ pub(crate) fn rewrite_request(
     let key_id_name = settings.key_id_header.as_str();
     let aliases: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| is_alias(name.as_str(), identity_name) || is_alias(name.as_str(), key_id_name))
+        .filter(|name| {
+            is_alias(name.as_str(), identity_name) || is_alias(name.as_str(), key_id_name)
+        })
         .cloned()
         .collect();
     for name in aliases {
@@ -221,7 +223,10 @@ mod tests {
         h.insert(HOST, "a".parse().unwrap());
         h.insert(CONTENT_LENGTH, "3".parse().unwrap());
         h.insert("x-a", "1".parse().unwrap());
-        h.insert(CONNECTION, "host, content-length, x-a, keep-alive".parse().unwrap());
+        h.insert(
+            CONNECTION,
+            "host, content-length, x-a, keep-alive".parse().unwrap(),
+        );
         remove_hop_by_hop(&mut h);
         assert!(h.contains_key(HOST) && h.contains_key(CONTENT_LENGTH));
         assert!(!h.contains_key("x-a") && !h.contains_key(CONNECTION));

@@ -166,8 +166,12 @@ impl fmt::Display for Refusal {
         match self {
             Refusal::BadRequest(reason) => write!(f, "Bad request: {reason}"),
             Refusal::Denied(denied) => f.write_str(denied.message()),
-            Refusal::BadGateway(_) => f.write_str("Bad gateway: the application could not be reached"),
-            Refusal::GatewayTimeout => f.write_str("Gateway timeout: the application did not respond in time"),
+            Refusal::BadGateway(_) => {
+                f.write_str("Bad gateway: the application could not be reached")
+            }
+            Refusal::GatewayTimeout => {
+                f.write_str("Gateway timeout: the application did not respond in time")
+            }
         }
     }
 }

@@ -10,6 +10,7 @@
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
+pub mod binary;
 pub mod client;
 pub mod upstream;
 
@@ -85,8 +86,21 @@ impl TestProxyBuilder {
             .map(|a| a.to_string())
             .unwrap_or_else(|| "127.0.0.1:9".to_owned());
         let mut text = String::new();
-        writeln!(text, "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{upstream}\"").unwrap();
-        writeln!(text, "upstream_timeout_secs = 2\nshutdown_grace_secs = 5").unwrap();
+        writeln!(
+            text,
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{upstream}\""
+        )
+        .unwrap();
+        // Test defaults, unless the test sets them itself.
+        for (key, value) in [("upstream_timeout_secs", "2"), ("shutdown_grace_secs", "5")] {
+            if !self
+                .extra_proxy
+                .iter()
+                .any(|l| l.trim_start().starts_with(key))
+            {
+                writeln!(text, "{key} = {value}").unwrap();
+            }
+        }
         for line in &self.extra_proxy {
             writeln!(text, "{line}").unwrap();
         }
@@ -94,7 +108,12 @@ impl TestProxyBuilder {
         if let Some(token) = &self.admin_token {
             writeln!(text, "token = \"{token}\"").unwrap();
         }
-        writeln!(text, "[store]\npath = \"{}\"", store.join("keygate.redb").display()).unwrap();
+        writeln!(
+            text,
+            "[store]\npath = \"{}\"",
+            store.join("keygate.redb").display()
+        )
+        .unwrap();
         for section in &self.extra_sections {
             text.push_str(section);
         }
@@ -112,7 +131,8 @@ impl TestProxyBuilder {
             .clone()
             .unwrap_or_else(|| dir.as_ref().unwrap().path().to_owned());
         let text = self.toml(&store);
-        let config = Config::parse(&text, None).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+        let config = Config::parse(&text, None)
+            .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
         let (log_tx, log_rx) = mpsc::unbounded_channel();
         let (log, log_guard) = AccessLog::to_writer(ChannelWriter(log_tx));
         let app = App::bind(config, log).await.expect("keygate starts");
@@ -205,7 +225,10 @@ impl TestProxy {
     /// Creates a key for `user` with scope `path`; panics unless 201.
     pub async fn create_key(&self, user: &str, path: &str) -> Key {
         let resp = self
-            .admin_send(self.admin("POST", "/v1/keys").json(&json!({"user": user, "name": "test key", "path": path})))
+            .admin_send(
+                self.admin("POST", "/v1/keys")
+                    .json(&json!({"user": user, "name": "test key", "path": path})),
+            )
             .await;
         assert_eq!(resp.status, 201, "create key: {}", resp.text());
         let created = resp.json();
@@ -218,14 +241,19 @@ impl TestProxy {
 
     /// Revokes a key; panics unless 204.
     pub async fn revoke(&self, id: &str) {
-        let resp = self.admin_send(self.admin("DELETE", &format!("/v1/keys/{id}"))).await;
+        let resp = self
+            .admin_send(self.admin("DELETE", &format!("/v1/keys/{id}")))
+            .await;
         assert_eq!(resp.status, 204, "revoke: {}", resp.text());
     }
 
     /// Blocks or unblocks a user; panics unless 200.
     pub async fn set_blocked(&self, user: &str, blocked: bool) {
         let resp = self
-            .admin_send(self.admin("PUT", &format!("/v1/users/{user}")).json(&json!({"blocked": blocked})))
+            .admin_send(
+                self.admin("PUT", &format!("/v1/users/{user}"))
+                    .json(&json!({"blocked": blocked})),
+            )
             .await;
         assert_eq!(resp.status, 200, "set blocked: {}", resp.text());
     }
@@ -237,7 +265,10 @@ impl TestProxy {
             .expect("an access-log line in time")
             .expect("access log open");
         let text = String::from_utf8(line).expect("log lines are UTF-8");
-        assert!(text.ends_with('\n') && text.matches('\n').count() == 1, "one line: {text:?}");
+        assert!(
+            text.ends_with('\n') && text.matches('\n').count() == 1,
+            "one line: {text:?}"
+        );
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("log line is JSON ({e}): {text}"))
     }
 
@@ -253,6 +284,23 @@ impl TestProxy {
     /// Triggers a graceful shutdown and waits for it to finish.
     pub async fn stop(mut self) {
         self.stop_in_place().await;
+    }
+
+    /// Triggers a graceful shutdown; the returned future resolves when
+    /// keygate has drained and stopped.
+    pub fn begin_stop(&mut self) -> impl std::future::Future<Output = ()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = self.task.take();
+        async move {
+            if let Some(task) = task {
+                tokio::time::timeout(PATIENCE, task)
+                    .await
+                    .expect("keygate stops within the grace period")
+                    .expect("keygate task did not panic");
+            }
+        }
     }
 
     async fn stop_in_place(&mut self) {

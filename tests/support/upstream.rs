@@ -5,6 +5,7 @@
 //! - `/echo...`: streams the request body back;
 //! - `/status/NNN...`: answers with that status;
 //! - `/hang...`: never answers (for the upstream timeout);
+//! - `/gate...`: answers `released` once the test calls `open_gate()`;
 //! - anything else: 200 `ok`.
 //!
 //! Each request is recorded (method, target exactly as received, headers
@@ -22,7 +23,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use super::PATIENCE;
 
@@ -64,23 +65,32 @@ pub struct RecordingUpstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Recorded>>>,
     rx: mpsc::UnboundedReceiver<Recorded>,
+    gate: Arc<Semaphore>,
 }
 
 impl RecordingUpstream {
     /// Starts on `127.0.0.1:0`.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::unbounded_channel();
         let seen_task = seen.clone();
+        let gate = Arc::new(Semaphore::new(0));
+        let gate_task = gate.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let seen = seen_task.clone();
                 let tx = tx.clone();
+                let gate = gate_task.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| answer(req, seen.clone(), tx.clone()));
+                    let service =
+                        service_fn(move |req| answer(req, seen.clone(), tx.clone(), gate.clone()));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()
@@ -88,7 +98,17 @@ impl RecordingUpstream {
                 });
             }
         });
-        RecordingUpstream { addr, seen, rx }
+        RecordingUpstream {
+            addr,
+            seen,
+            rx,
+            gate,
+        }
+    }
+
+    /// Lets one waiting `/gate` request answer.
+    pub fn open_gate(&self) {
+        self.gate.add_permits(1);
     }
 
     /// Every request seen so far.
@@ -107,7 +127,10 @@ impl RecordingUpstream {
     /// Asserts nothing reached the upstream so far.
     pub fn assert_untouched(&self) {
         let seen = self.seen();
-        assert!(seen.is_empty(), "upstream should have seen nothing, saw {seen:?}");
+        assert!(
+            seen.is_empty(),
+            "upstream should have seen nothing, saw {seen:?}"
+        );
     }
 }
 
@@ -115,6 +138,7 @@ async fn answer(
     req: Request<Incoming>,
     seen: Arc<Mutex<Vec<Recorded>>>,
     tx: mpsc::UnboundedSender<Recorded>,
+    gate: Arc<Semaphore>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().to_string();
     let target = req
@@ -125,16 +149,47 @@ async fn answer(
     let headers = req
         .headers()
         .iter()
-        .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     if target.starts_with("/hang") {
         // Record, then never answer: the proxy's upstream timeout must fire.
-        let record = Recorded { method, target, headers, body: Vec::new() };
+        let record = Recorded {
+            method,
+            target,
+            headers,
+            body: Vec::new(),
+        };
         seen.lock().unwrap().push(record.clone());
         let _ = tx.send(record);
         return std::future::pending().await;
     }
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    if target.starts_with("/gate") {
+        // Record on arrival (so the test knows the request is in flight),
+        // then wait for the test to open the gate.
+        let record = Recorded {
+            method,
+            target,
+            headers,
+            body: Vec::new(),
+        };
+        seen.lock().unwrap().push(record.clone());
+        let _ = tx.send(record);
+        if let Ok(permit) = gate.acquire().await {
+            permit.forget();
+        }
+        return Ok(Response::new(Full::new(Bytes::from_static(b"released"))));
+    }
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let record = Recorded {
         method,
         target: target.clone(),
