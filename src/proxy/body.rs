@@ -117,6 +117,15 @@ pin_project! {
     }
 }
 
+impl Source {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Source::Upstream { body } => body.is_end_stream(),
+            Source::Local { body } => body.is_end_stream(),
+        }
+    }
+}
+
 pin_project! {
     /// The body sent to the client.
     #[derive(Debug)]
@@ -167,40 +176,42 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.project();
-        let polled = match this.source.project() {
+        let mut this = self.project();
+        let polled = match this.source.as_mut().project() {
             SourceProj::Upstream { body } => body.poll_frame(cx),
             SourceProj::Local { body } => body
                 .poll_frame(cx)
                 .map(|f| f.map(|f| f.map_err(|never| match never {}))),
         };
-        match &polled {
+        let ended = match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(log), Some(data)) = (this.log.as_mut(), frame.data_ref()) {
                     log.add_bytes(data.len());
                 }
+                // hyper stops polling once `is_end_stream` says so (a body
+                // of known length), so the end is noticed here, not at
+                // `Ready(None)`.
+                this.source.as_ref().get_ref().is_end_stream()
             }
-            Poll::Ready(None) => {
-                if let Some(log) = this.log.take() {
-                    log.finish();
-                }
-            }
+            Poll::Ready(None) => true,
             Poll::Ready(Some(Err(_))) => {
-                if let Some(mut log) = this.log.take() {
+                if let Some(log) = this.log.as_mut() {
                     log.set_aborted();
-                    log.finish();
                 }
+                true
             }
-            Poll::Pending => {}
+            Poll::Pending => false,
+        };
+        if ended {
+            if let Some(log) = this.log.take() {
+                log.finish();
+            }
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.source {
-            Source::Upstream { body } => body.is_end_stream(),
-            Source::Local { body } => body.is_end_stream(),
-        }
+        self.source.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
