@@ -86,6 +86,22 @@ impl Denied {
     }
 }
 
+/// A refusal, with the key when it was valid (out of scope, user blocked)
+/// so that the access log can say whose key was refused.
+#[derive(Debug, Clone, Copy)]
+pub struct Refused<'a> {
+    /// Which rule refused the request.
+    pub denied: Denied,
+    /// The verified key, for refusals that come after verification.
+    pub key: Option<&'a Entry>,
+}
+
+impl From<Denied> for Refused<'_> {
+    fn from(denied: Denied) -> Self {
+        Refused { denied, key: None }
+    }
+}
+
 /// Everything [`authenticate`] reads besides the request itself.
 #[derive(Debug)]
 pub struct AuthContext<'a> {
@@ -108,29 +124,35 @@ pub fn authenticate<'a>(
     cx: &AuthContext<'a>,
     presented: Option<&PresentedSecret<'_>>,
     target: &Target,
-) -> Result<Identity<'a>, Denied> {
+) -> Result<Identity<'a>, Refused<'a>> {
     let Some(presented) = presented else {
         return match cx.settings.anonymous {
             Anonymous::Forward => Ok(Identity::Anonymous),
-            Anonymous::Reject => Err(Denied::NoKey),
+            Anonymous::Reject => Err(Denied::NoKey.into()),
         };
     };
     let limits = &cx.settings.throttle;
     if cx.throttle.is_throttled(cx.client, limits, cx.instant) {
-        return Err(Denied::Throttled);
+        return Err(Denied::Throttled.into());
     }
     let entry = match cx.snapshot.verify(presented.as_bytes(), cx.now) {
         Verified::Valid(entry) => entry,
         Verified::Invalid => {
             cx.throttle.record_failure(cx.client, limits, cx.instant);
-            return Err(Denied::InvalidKey);
+            return Err(Denied::InvalidKey.into());
         }
     };
     if !entry.record.scope.admits(target.as_str()) {
-        return Err(Denied::OutOfScope);
+        return Err(Refused {
+            denied: Denied::OutOfScope,
+            key: Some(entry),
+        });
     }
     if cx.snapshot.is_blocked(&entry.record.user) {
-        return Err(Denied::UserBlocked);
+        return Err(Refused {
+            denied: Denied::UserBlocked,
+            key: Some(entry),
+        });
     }
     cx.throttle.clear(cx.client);
     Ok(Identity::Key(entry))

@@ -101,29 +101,29 @@ impl Proxy {
         let started = Instant::now();
         let time = Timestamp::now();
 
-        let (request, identity) = match self.admit(request, &settings, &peer, client, time, started)
-        {
-            Ok(admitted) => admitted,
-            Err((refusal, info)) => return Ok(self.refuse(refusal, info)),
-        };
-        let Admitted { request, info } = request;
+        let version = request.version();
+        let (admitted, identity) =
+            match self.admit(request, &settings, &peer, client, time, started) {
+                Ok(admitted) => admitted,
+                Err(rejected) => return Ok(self.refuse(rejected, version)),
+            };
+        let Admitted { request, info } = admitted;
 
         let response = match self.upstream.send(request, settings.upstream_timeout).await {
             Ok(response) => response,
             Err(refusal) => {
-                let log = PendingLog::new(
-                    &self.log,
+                let rejected = Rejected {
+                    refusal,
                     info,
-                    refusal.status(),
-                    refusal.outcome(),
-                    identity.headers(),
-                );
-                return Ok(refusal
-                    .into_response::<ResponseBody>()
-                    .map(|b| b.with_log(log)));
+                    identity: identity.into_headers(),
+                };
+                return Ok(self.refuse(rejected, version));
             }
         };
         let (mut parts, body) = response.into_parts();
+        // Answer in the client's protocol version, not the upstream's: an
+        // HTTP/1.0 upstream must not turn our response into HTTP/1.0.
+        parts.version = version;
         headers::rewrite_response(&mut parts.headers);
         let log = PendingLog::new(
             &self.log,
@@ -147,7 +147,7 @@ impl Proxy {
         client: std::net::IpAddr,
         time: Timestamp,
         started: Instant,
-    ) -> Result<(Admitted, Forwarded), (Refusal, RequestInfo)> {
+    ) -> Result<(Admitted, Forwarded), Rejected> {
         let target = Target::from_uri(request.uri());
         let info = RequestInfo {
             time,
@@ -161,14 +161,14 @@ impl Proxy {
         };
         let target = match target {
             Ok(target) => target,
-            Err(error) => return Err((BadRequest::Target(error).into(), info)),
+            Err(error) => return Err(Rejected::new(BadRequest::Target(error).into(), info)),
         };
         if let Err(error) = check_host(&request) {
-            return Err((error.into(), info));
+            return Err(Rejected::new(error.into(), info));
         }
         let credentials = match Credentials::from_headers(request.headers()) {
             Ok(credentials) => credentials,
-            Err(error) => return Err((BadRequest::Credentials(error).into(), info)),
+            Err(error) => return Err(Rejected::new(BadRequest::Credentials(error).into(), info)),
         };
 
         let snapshot = self.keyring.snapshot();
@@ -182,7 +182,15 @@ impl Proxy {
         };
         let identity = match auth::authenticate(&cx, credentials.secret(), &target) {
             Ok(identity) => identity,
-            Err(denied) => return Err((denied.into(), info)),
+            Err(refused) => {
+                return Err(Rejected {
+                    refusal: refused.denied.into(),
+                    info,
+                    identity: refused
+                        .key
+                        .map(|entry| (entry.user_header.clone(), entry.id_header.clone())),
+                })
+            }
         };
         let (entry, forwarded) = match identity {
             Identity::Anonymous => (None, Forwarded::Anonymous),
@@ -216,7 +224,7 @@ impl Proxy {
         parts.uri = match Uri::from_parts(uri) {
             Ok(uri) => uri,
             Err(_) => {
-                return Err((
+                return Err(Rejected::new(
                     BadRequest::Target(crate::target::TargetError::BadByte).into(),
                     info,
                 ))
@@ -233,14 +241,46 @@ impl Proxy {
         ))
     }
 
-    fn refuse(&self, refusal: Refusal, info: RequestInfo) -> Response<ResponseBody> {
+    fn refuse(&self, rejected: Rejected, version: Version) -> Response<ResponseBody> {
+        let Rejected {
+            refusal,
+            info,
+            identity,
+        } = rejected;
         if refusal.blame() == Blame::Upstream {
             tracing::warn!(outcome = refusal.outcome(), "request failed upstream");
         }
-        let log = PendingLog::new(&self.log, info, refusal.status(), refusal.outcome(), None);
-        refusal
+        let log = PendingLog::new(
+            &self.log,
+            info,
+            refusal.status(),
+            refusal.outcome(),
+            identity.as_ref().map(|(user, id)| (user, id)),
+        );
+        let mut response = refusal
             .into_response::<ResponseBody>()
-            .map(|b| b.with_log(log))
+            .map(|b| b.with_log(log));
+        *response.version_mut() = version;
+        response
+    }
+}
+
+/// A request keygate answers itself, with what its log line needs.
+struct Rejected {
+    refusal: Refusal,
+    info: RequestInfo,
+    /// User and key id, when a valid key was refused (scope, blocked user,
+    /// or an upstream failure).
+    identity: Option<(http::HeaderValue, http::HeaderValue)>,
+}
+
+impl Rejected {
+    fn new(refusal: Refusal, info: RequestInfo) -> Self {
+        Rejected {
+            refusal,
+            info,
+            identity: None,
+        }
     }
 }
 
@@ -268,6 +308,13 @@ impl Forwarded {
     }
 
     fn headers(&self) -> Option<(&http::HeaderValue, &http::HeaderValue)> {
+        match self {
+            Forwarded::Anonymous => None,
+            Forwarded::Key { user, key_id } => Some((user, key_id)),
+        }
+    }
+
+    fn into_headers(self) -> Option<(http::HeaderValue, http::HeaderValue)> {
         match self {
             Forwarded::Anonymous => None,
             Forwarded::Key { user, key_id } => Some((user, key_id)),

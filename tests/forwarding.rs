@@ -240,3 +240,27 @@ async fn a_connection_that_sends_nothing_is_closed_by_the_header_timeout() {
         .expect("keygate closes a silent connection")
         .ok();
 }
+
+#[tokio::test]
+async fn an_http_1_0_upstream_does_not_downgrade_the_response() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream
+                .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+        }
+    });
+    let proxy = TestProxy::builder().upstream(addr).start().await;
+    let key = proxy.create_key("alice", "/api/").await;
+    let bytes = Req::get("/api/x").basic(&key.key).to_bytes();
+    let answer = support::client::raw_bytes(proxy.proxy_addr, &bytes).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}

@@ -3,14 +3,16 @@
 mod support;
 
 use serde_json::Value;
-use support::{Req, RecordingUpstream, TestProxy};
+use support::{RecordingUpstream, Req, TestProxy};
 
 #[tokio::test]
 async fn a_forwarded_request_logs_every_field() {
     let upstream = RecordingUpstream::start().await;
     let mut proxy = TestProxy::builder().upstream(upstream.addr).start().await;
     let key = proxy.create_key("alice", "/api/").await;
-    let resp = proxy.send(Req::get("/api/items?page=2").basic(&key.key)).await;
+    let resp = proxy
+        .send(Req::get("/api/items?page=2").basic(&key.key))
+        .await;
     assert_eq!(resp.status, 200);
     let line = proxy.next_log().await;
     assert_eq!(line["client"], "127.0.0.1");
@@ -21,9 +23,15 @@ async fn a_forwarded_request_logs_every_field() {
     assert_eq!(line["user"], "alice");
     assert_eq!(line["key_id"], key.id.as_str());
     assert_eq!(line["bytes"], 2);
-    assert!(line["duration_ms"].as_f64().is_some_and(|d| d >= 0.0), "{line}");
+    assert!(
+        line["duration_ms"].as_f64().is_some_and(|d| d >= 0.0),
+        "{line}"
+    );
     let time = line["time"].as_str().unwrap();
-    assert!(time.len() == 20 && time.ends_with('Z') && time.as_bytes()[10] == b'T', "{time}");
+    assert!(
+        time.len() == 20 && time.ends_with('Z') && time.as_bytes()[10] == b'T',
+        "{time}"
+    );
 }
 
 #[tokio::test]
@@ -31,18 +39,35 @@ async fn refusals_are_logged_with_the_rule_that_refused_them() {
     let upstream = RecordingUpstream::start().await;
     let mut proxy = TestProxy::builder().upstream(upstream.addr).start().await;
     let key = proxy.create_key("alice", "/api/only/").await;
-    let cases: [(Req, u16, &str); 4] = [
-        (Req::get("/api/x"), 403, "no-key"),
-        (Req::get("/api/x").basic("0123456789ABCDEF0123456789ABCDEF0123456789AB"), 403, "invalid-key"),
-        (Req::get("/api/x").basic(&key.key), 403, "out-of-scope"),
-        (Req::get("/api/../x").basic(&key.key), 400, "bad-request"),
+    let alice = Value::from("alice");
+    let cases = [
+        (Req::get("/api/x"), 403, "no-key", Value::Null),
+        (
+            Req::get("/api/x").basic("0123456789ABCDEF0123456789ABCDEF0123456789AB"),
+            403,
+            "invalid-key",
+            Value::Null,
+        ),
+        // A valid key used outside its scope: operators see whose it was.
+        (
+            Req::get("/api/x").basic(&key.key),
+            403,
+            "out-of-scope",
+            alice,
+        ),
+        (
+            Req::get("/api/../x").basic(&key.key),
+            400,
+            "bad-request",
+            Value::Null,
+        ),
     ];
-    for (req, status, outcome) in cases {
+    for (req, status, outcome, user) in cases {
         assert_eq!(proxy.send(req).await.status, status);
         let line = proxy.next_log().await;
         assert_eq!(line["status"], status, "{line}");
         assert_eq!(line["outcome"], outcome, "{line}");
-        assert_eq!(line["user"], Value::Null, "{line}");
+        assert_eq!(line["user"], user, "{line}");
     }
 }
 
@@ -59,14 +84,28 @@ async fn log_lines_never_contain_a_key_a_secret_an_authorization_value_or_a_quer
         .find_map(|l| l.strip_prefix("Authorization: Basic ").map(str::to_owned))
         .unwrap();
     proxy.send(req).await;
-    proxy.send(Req::get("/api/y?token=QUERYSECRET").oneis(&key.key)).await;
+    proxy
+        .send(Req::get("/api/y?token=QUERYSECRET").oneis(&key.key))
+        .await;
     let mut wrong = key.key.clone();
     wrong.replace_range(20..21, if &key.key[20..21] == "A" { "B" } else { "A" });
-    proxy.send(Req::get("/api/z?token=QUERYSECRET").basic(&wrong)).await;
+    proxy
+        .send(Req::get("/api/z?token=QUERYSECRET").basic(&wrong))
+        .await;
     for _ in 0..3 {
         let text = proxy.next_log_text().await;
-        for forbidden in [key.key.as_str(), secret, &wrong[16..], authorization.as_str(), "QUERYSECRET", "token="] {
-            assert!(!text.contains(forbidden), "log line leaks {forbidden:?}: {text}");
+        for forbidden in [
+            key.key.as_str(),
+            secret,
+            &wrong[16..],
+            authorization.as_str(),
+            "QUERYSECRET",
+            "token=",
+        ] {
+            assert!(
+                !text.contains(forbidden),
+                "log line leaks {forbidden:?}: {text}"
+            );
         }
     }
 }
@@ -77,7 +116,14 @@ async fn the_log_records_the_bytes_of_a_streamed_response() {
     let mut proxy = TestProxy::builder().upstream(upstream.addr).start().await;
     let key = proxy.create_key("alice", "/echo").await;
     let body = vec![7u8; 300_000];
-    assert_eq!(proxy.send(Req::post("/echo", &body).basic(&key.key)).await.body.len(), body.len());
+    assert_eq!(
+        proxy
+            .send(Req::post("/echo", &body).basic(&key.key))
+            .await
+            .body
+            .len(),
+        body.len()
+    );
     let line = proxy.next_log().await;
     assert_eq!(line["bytes"], 300_000);
     assert_eq!(line["method"], "POST");

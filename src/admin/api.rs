@@ -186,7 +186,7 @@ pub(crate) fn list_keys(keyring: &Keyring, query: Option<&str>) -> Reply {
         .keys()
         .filter(|r| user_filter.as_ref().is_none_or(|u| &r.user == u))
         .collect();
-    records.sort_by(|a, b| (a.created_at, a.id).cmp(&(b.created_at, b.id)));
+    records.sort_by_key(|r| (r.created_at, r.id));
     #[derive(Serialize)]
     struct List<'a> {
         keys: Vec<KeyView<'a>>,
