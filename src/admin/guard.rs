@@ -10,7 +10,10 @@
 //!   127.0.0.1 still sends `Host: evil.example`).
 //!
 //! With `admin.token` set, every request also needs `Authorization: Bearer
-//! <token>`, compared in constant time.
+//! <token>`, compared in constant time. A listener on a non-loopback
+//! address (which config validation only allows with a token) is reached
+//! under names keygate cannot know, so there the token alone stands in for
+//! the `Host` check: a rebinding page cannot present it.
 
 use std::net::SocketAddr;
 
@@ -23,7 +26,9 @@ use crate::config::AdminToken;
 /// The admin request guard.
 #[derive(Debug)]
 pub struct Guard {
-    hosts: Vec<String>,
+    /// Accepted `Host` values; `None` when any host is accepted (a
+    /// non-loopback listener, which always has a token).
+    hosts: Option<Vec<String>>,
     token: Option<AdminToken>,
 }
 
@@ -31,13 +36,16 @@ impl Guard {
     /// A guard for a listener bound to `local`.
     pub fn new(local: SocketAddr, token: Option<AdminToken>) -> Self {
         let port = local.port();
-        let mut hosts = vec![local.to_string()];
-        if local.ip().is_loopback() {
-            hosts.push(format!("localhost:{port}"));
-            hosts.push(format!("127.0.0.1:{port}"));
-            hosts.push(format!("[::1]:{port}"));
-        }
-        hosts.dedup();
+        let hosts = (local.ip().is_loopback() || token.is_none()).then(|| {
+            let mut hosts = vec![
+                local.to_string(),
+                format!("localhost:{port}"),
+                format!("127.0.0.1:{port}"),
+                format!("[::1]:{port}"),
+            ];
+            hosts.dedup();
+            hosts
+        });
         Guard { hosts, token }
     }
 
@@ -49,18 +57,20 @@ impl Guard {
                 "requests with an Origin header are refused: the admin API is not for browsers",
             ));
         }
-        let mut hosts = request.headers().get_all(HOST).iter();
-        let host = hosts.next().and_then(|h| h.to_str().ok());
-        let allowed = hosts.next().is_none()
-            && host.is_some_and(|h| self.hosts.iter().any(|a| a.eq_ignore_ascii_case(h)));
-        if !allowed {
-            return Err(Reply::error(
-                403,
-                format!(
-                    "Host must be the admin listener's address ({})",
-                    self.hosts[0]
-                ),
-            ));
+        if let Some(allowed_hosts) = &self.hosts {
+            let mut hosts = request.headers().get_all(HOST).iter();
+            let host = hosts.next().and_then(|h| h.to_str().ok());
+            let allowed = hosts.next().is_none()
+                && host.is_some_and(|h| allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(h)));
+            if !allowed {
+                return Err(Reply::error(
+                    403,
+                    format!(
+                        "Host must be the admin listener's address ({})",
+                        allowed_hosts[0]
+                    ),
+                ));
+            }
         }
         if let Some(token) = &self.token {
             let presented = request
@@ -72,5 +82,51 @@ impl Guard {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn request(host: &str, bearer: Option<&str>) -> Request<()> {
+        let mut builder = Request::builder().uri("/healthz").header(HOST, host);
+        if let Some(token) = bearer {
+            builder = builder.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        builder.body(()).unwrap()
+    }
+
+    fn token() -> AdminToken {
+        let config = Config::parse(
+            "[admin]\nlisten = \"0.0.0.0:8081\"\ntoken = \"0123456789abcdef\"\n",
+            None,
+        )
+        .unwrap();
+        config.admin_token.unwrap()
+    }
+
+    #[test]
+    fn loopback_listeners_check_the_host_even_with_a_token() {
+        let guard = Guard::new("127.0.0.1:8081".parse().unwrap(), Some(token()));
+        assert!(guard
+            .check(&request("localhost:8081", Some("0123456789abcdef")))
+            .is_ok());
+        assert!(guard
+            .check(&request("evil.example", Some("0123456789abcdef")))
+            .is_err());
+        assert!(guard
+            .check(&request("localhost:8081", Some("wrong-token-0000")))
+            .is_err());
+    }
+
+    #[test]
+    fn exposed_listeners_rely_on_the_token() {
+        let guard = Guard::new("0.0.0.0:8081".parse().unwrap(), Some(token()));
+        assert!(guard
+            .check(&request("admin.internal:8081", Some("0123456789abcdef")))
+            .is_ok());
+        assert!(guard.check(&request("admin.internal:8081", None)).is_err());
     }
 }
