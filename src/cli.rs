@@ -253,8 +253,16 @@ fn client_for(global: &Global) -> Result<AdminClient, ClientError> {
     AdminClient::new(&base, token)
 }
 
+/// Percent-encodes one path segment, leaving RFC 3986's unreserved
+/// characters (`A-Z a-z 0-9 - . _ ~`) as they are: key ids contain `-`
+/// and `_`, and user ids `.`.
 fn encode(segment: &str) -> String {
-    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string()
 }
 
 fn text(value: &Value) -> String {

@@ -1,6 +1,7 @@
 //! The `keygate` binary: parses arguments and wires the library together.
 //! All behaviour lives in the library (`keygate::app`, `keygate::cli`).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -41,6 +42,8 @@ async fn serve(global: &keygate::cli::Global) -> ExitCode {
     } else {
         AccessLog::disabled()
     };
+    // Before anything is announced: a signal from here on drains.
+    let shutdown = keygate::shutdown::signal();
     let app = match App::bind(config.clone(), log).await {
         Ok(app) => app,
         Err(error) => {
@@ -56,7 +59,7 @@ async fn serve(global: &keygate::cli::Global) -> ExitCode {
         keys = app.keyring().snapshot().key_count(),
         "keygate serving"
     );
-    app.run(keygate::shutdown::signal()).await;
+    app.run(shutdown).await;
     tracing::info!("keygate stopped");
     ExitCode::SUCCESS
 }
@@ -68,6 +71,7 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }

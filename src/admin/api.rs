@@ -97,7 +97,18 @@ fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, Reply> {
     if body.is_empty() {
         return Err(Reply::error(400, "a JSON body is required"));
     }
-    serde_json::from_slice(body).map_err(|e| Reply::error(400, format!("invalid JSON body: {e}")))
+    // serde_path_to_error names the field at fault ("user: invalid type:
+    // integer `42`, expected a string"), not only a line and column.
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let message = if path == "." {
+            format!("invalid JSON body: {}", e.inner())
+        } else {
+            format!("invalid JSON body: {path}: {}", e.inner())
+        };
+        Reply::error(400, message)
+    })
 }
 
 /// Validates a create request into a [`NewKey`] plus warnings.
@@ -199,8 +210,9 @@ pub(crate) fn list_keys(keyring: &Keyring, query: Option<&str>) -> Reply {
     )
 }
 
-fn parse_id(id: &str) -> Result<KeyId, Reply> {
-    KeyId::parse(id).ok_or_else(|| Reply::error(404, "no key with that id"))
+fn parse_id(raw: &str) -> Result<KeyId, Reply> {
+    let decoded = percent_decode_str(raw).decode_utf8_lossy();
+    KeyId::parse(&decoded).ok_or_else(|| Reply::error(404, "no key with that id"))
 }
 
 /// `GET /v1/keys/{id}`.

@@ -76,13 +76,22 @@ impl Guard {
             let presented = request
                 .headers()
                 .get(AUTHORIZATION)
-                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+                .and_then(|v| bearer_token(v.as_bytes()));
             if !presented.is_some_and(|p| token.verify(p)) {
                 return Err(Reply::error(401, "a valid admin bearer token is required"));
             }
         }
         Ok(())
     }
+}
+
+/// The token of a `Bearer` credential; the scheme is case-insensitive.
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let space = value.iter().position(|&b| b == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| rest.trim_ascii())
 }
 
 #[cfg(test)]

@@ -85,7 +85,8 @@ impl Req {
 
     /// A JSON body.
     pub fn json(self, value: &Value) -> Self {
-        self.header("Content-Type", "application/json").body(value.to_string().as_bytes())
+        self.header("Content-Type", "application/json")
+            .body(value.to_string().as_bytes())
     }
 
     /// The bytes this request puts on the wire.
@@ -115,7 +116,8 @@ impl Req {
 /// and parses the first response. Use `Connection: close` in the bytes.
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> Resp {
     let all = raw_bytes(addr, bytes).await;
-    Resp::parse(&all).unwrap_or_else(|| panic!("unparsable response: {:?}", String::from_utf8_lossy(&all)))
+    Resp::parse(&all)
+        .unwrap_or_else(|| panic!("unparsable response: {:?}", String::from_utf8_lossy(&all)))
 }
 
 /// Writes `bytes` and returns everything the server sends until it closes.
@@ -161,15 +163,25 @@ impl Resp {
             rest: Vec::new(),
         };
         let after = &bytes[end + 4..];
-        if let Some(len) = resp.header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+        if let Some(len) = resp
+            .header("content-length")
+            .and_then(|l| l.parse::<usize>().ok())
+        {
             let len = len.min(after.len());
             resp.body = after[..len].to_vec();
             resp.rest = after[len..].to_vec();
-        } else if resp.header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+        } else if resp
+            .header("transfer-encoding")
+            .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+        {
             let mut at = 0;
             loop {
                 let line_end = after[at..].windows(2).position(|w| w == b"\r\n")? + at;
-                let size = usize::from_str_radix(std::str::from_utf8(&after[at..line_end]).ok()?.trim(), 16).ok()?;
+                let size = usize::from_str_radix(
+                    std::str::from_utf8(&after[at..line_end]).ok()?.trim(),
+                    16,
+                )
+                .ok()?;
                 at = line_end + 2;
                 if size == 0 {
                     at += 2;
@@ -202,7 +214,8 @@ impl Resp {
 
     /// The body as JSON.
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("JSON body ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("JSON body ({e}): {}", self.text()))
     }
 
     /// Asserts a Haplo-style refusal: status, kind, JSON content type, and
@@ -214,7 +227,10 @@ impl Resp {
             Some("application/json; charset=utf-8"),
             "content type"
         );
-        assert!(self.header("www-authenticate").is_none(), "no WWW-Authenticate");
+        assert!(
+            self.header("www-authenticate").is_none(),
+            "no WWW-Authenticate"
+        );
         let body = self.json();
         assert_eq!(body["success"], Value::Bool(false), "{body}");
         assert_eq!(body["kind"], kind, "{body}");

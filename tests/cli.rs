@@ -1,0 +1,281 @@
+//! SPEC 1: the `keygate keys ...` and `keygate users ...` commands, run as
+//! the real binary against a running keygate's admin API.
+
+mod support;
+
+use serde_json::Value;
+use support::binary::{cli, CliOutput, ConfigFile};
+use support::{RecordingUpstream, Req, TestProxy};
+
+const TOKEN: &str = "cli-admin-token-0123456789";
+
+async fn setup() -> (RecordingUpstream, TestProxy) {
+    let upstream = RecordingUpstream::start().await;
+    let proxy = TestProxy::builder().upstream(upstream.addr).start().await;
+    (upstream, proxy)
+}
+
+/// Runs `keygate ARGS... --admin http://ADMIN`.
+async fn keygate(proxy: &TestProxy, args: &[&str]) -> CliOutput {
+    let url = format!("http://{}", proxy.admin_addr);
+    let mut all = args.to_vec();
+    all.extend(["--admin", url.as_str()]);
+    cli(&all, &[]).await
+}
+
+/// `keys create` for `user`; returns the printed key.
+async fn create(proxy: &TestProxy, user: &str) -> String {
+    let out = keygate(proxy, &["keys", "create", "--user", user, "--name", "t"]).await;
+    out.ok().trim_end().to_owned()
+}
+
+/// A key made through the admin API whose id matches `wanted`; the
+/// others made on the way are revoked.
+async fn key_where(proxy: &TestProxy, user: &str, wanted: fn(&str) -> bool) -> String {
+    loop {
+        let key = proxy.create_key(user, "/api/").await;
+        if wanted(&key.id) {
+            return key.key;
+        }
+        proxy.revoke(&key.id).await;
+    }
+}
+
+/// A key whose id has no `-` or `_` (those have their own test).
+async fn plain_key(proxy: &TestProxy, user: &str) -> String {
+    key_where(proxy, user, |id| {
+        id.chars().all(|c| c.is_ascii_alphanumeric())
+    })
+    .await
+}
+
+/// A key whose id contains `-` or `_`.
+async fn dashed_key(proxy: &TestProxy, user: &str) -> String {
+    key_where(proxy, user, |id| id.contains(['-', '_'])).await
+}
+
+async fn status_with(proxy: &TestProxy, key: &str) -> u16 {
+    proxy.send(Req::get("/api/x").basic(key)).await.status
+}
+
+#[tokio::test]
+async fn keys_create_prints_the_key_alone_and_it_works_through_the_proxy() {
+    let (mut upstream, proxy) = setup().await;
+    let out = keygate(
+        &proxy,
+        &[
+            "keys", "create", "--user", "alice", "--name", "t", "--path", "/api/",
+        ],
+    )
+    .await;
+    let stdout = out.ok();
+    assert_eq!(stdout.lines().count(), 1, "one line: {stdout:?}");
+    let key = stdout.trim_end();
+    assert_eq!(key.len(), 44, "{stdout:?}");
+    assert_eq!(status_with(&proxy, key).await, 200);
+    let seen = upstream.next().await;
+    assert_eq!(seen.header("x-haplo-user"), Some("alice"));
+    assert_eq!(seen.header("x-haplo-api-key-id"), Some(&key[..16]));
+}
+
+#[tokio::test]
+async fn keys_create_path_sets_the_scope() {
+    let (_upstream, proxy) = setup().await;
+    let out = keygate(
+        &proxy,
+        &[
+            "keys",
+            "create",
+            "--user",
+            "alice",
+            "--name",
+            "t",
+            "--path",
+            "=/api/one",
+        ],
+    )
+    .await;
+    let key = out.ok().trim_end().to_owned();
+    assert_eq!(
+        proxy.send(Req::get("/api/one").basic(&key)).await.status,
+        200
+    );
+    let resp = proxy.send(Req::get("/api/one/more").basic(&key)).await;
+    resp.assert_refused(403, "INVALID-API-KEY");
+}
+
+#[tokio::test]
+async fn keys_list_shows_every_key_but_no_secret() {
+    let (_upstream, proxy) = setup().await;
+    let alice = create(&proxy, "alice").await;
+    let bob = create(&proxy, "bob").await;
+    let out = keygate(&proxy, &["keys", "list"]).await;
+    let stdout = out.ok();
+    for key in [&alice, &bob] {
+        assert!(stdout.contains(&key[..16]), "{stdout}");
+        assert!(!stdout.contains(&key[16..]), "secret shown: {stdout}");
+    }
+}
+
+#[tokio::test]
+async fn keys_list_user_shows_only_that_users_keys() {
+    let (_upstream, proxy) = setup().await;
+    let alice = create(&proxy, "alice").await;
+    let bob = create(&proxy, "bob").await;
+    let out = keygate(&proxy, &["keys", "list", "--user", "alice"]).await;
+    let stdout = out.ok();
+    assert!(stdout.contains(&alice[..16]), "{stdout}");
+    assert!(!stdout.contains(&bob[..16]), "{stdout}");
+}
+
+#[tokio::test]
+async fn keys_show_prints_the_key_but_not_its_secret() {
+    let (_upstream, proxy) = setup().await;
+    let key = plain_key(&proxy, "alice").await;
+    let out = keygate(&proxy, &["keys", "show", &key[..16]]).await;
+    let stdout = out.ok();
+    assert!(
+        stdout.contains(&key[..16]) && stdout.contains("alice") && stdout.contains("/api/"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&key[16..]), "secret shown: {stdout}");
+}
+
+#[tokio::test]
+async fn keys_revoke_makes_the_key_invalid() {
+    let (_upstream, proxy) = setup().await;
+    let key = plain_key(&proxy, "alice").await;
+    assert_eq!(status_with(&proxy, &key).await, 200);
+    keygate(&proxy, &["keys", "revoke", &key[..16]]).await.ok();
+    let resp = proxy.send(Req::get("/api/x").basic(&key)).await;
+    resp.assert_refused(403, "INVALID-API-KEY");
+}
+
+#[tokio::test]
+async fn keys_show_and_revoke_accept_ids_with_dash_and_underscore() {
+    let (_upstream, proxy) = setup().await;
+    let key = dashed_key(&proxy, "alice").await;
+    let id = &key[..16];
+    let out = keygate(&proxy, &["keys", "show", id]).await;
+    assert!(out.ok().contains(id), "{}", out.stdout);
+    keygate(&proxy, &["keys", "revoke", id]).await.ok();
+    let resp = proxy.send(Req::get("/api/x").basic(&key)).await;
+    resp.assert_refused(403, "INVALID-API-KEY");
+}
+
+#[tokio::test]
+async fn users_block_and_unblock_switch_the_users_keys_off_and_on() {
+    let (_upstream, proxy) = setup().await;
+    let user = "carol.o_neil+ops@example.com";
+    let key = create(&proxy, user).await;
+    keygate(&proxy, &["users", "block", user]).await.ok();
+    let resp = proxy.send(Req::get("/api/x").basic(&key)).await;
+    resp.assert_refused(403, "UNAUTHORISED");
+    keygate(&proxy, &["users", "unblock", user]).await.ok();
+    assert_eq!(status_with(&proxy, &key).await, 200);
+}
+
+#[tokio::test]
+async fn json_output_parses_as_json() {
+    let (_upstream, proxy) = setup().await;
+    let created = keygate(
+        &proxy,
+        &["--json", "keys", "create", "--user", "bob", "--name", "t"],
+    )
+    .await
+    .json();
+    let key = created["key"].as_str().expect("key in JSON");
+    assert_eq!(created["id"], key[..16]);
+    let key = plain_key(&proxy, "alice").await;
+    let id = &key[..16];
+    let listed = keygate(&proxy, &["keys", "list", "--json"]).await.json();
+    assert_eq!(listed["keys"].as_array().map(Vec::len), Some(2));
+    let listed = keygate(&proxy, &["keys", "list", "--user", "alice", "--json"])
+        .await
+        .json();
+    assert_eq!(listed["keys"][0]["id"], id);
+    assert_eq!(
+        keygate(&proxy, &["keys", "show", id, "--json"])
+            .await
+            .json()["user"],
+        "alice"
+    );
+    let blocked = keygate(&proxy, &["users", "block", "alice", "--json"])
+        .await
+        .json();
+    assert_eq!(blocked["blocked"], Value::Bool(true));
+    let unblocked = keygate(&proxy, &["users", "unblock", "alice", "--json"])
+        .await
+        .json();
+    assert_eq!(unblocked["blocked"], Value::Bool(false));
+    keygate(&proxy, &["keys", "revoke", id, "--json"])
+        .await
+        .json();
+    let listed = keygate(&proxy, &["keys", "list", "--user", "alice", "--json"])
+        .await
+        .json();
+    assert_eq!(listed["keys"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn an_unreachable_admin_url_fails_with_one_line_naming_it() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = cli(&["keys", "list", "--admin", &url], &[]).await;
+    let stderr = out.failed();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    assert!(stderr.contains(&url), "{stderr}");
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
+
+#[tokio::test]
+async fn an_api_error_fails_with_the_apis_error_text() {
+    let (_upstream, proxy) = setup().await;
+    let out = keygate(&proxy, &["keys", "revoke", "AAAAAAAAAAAAAAAA"]).await;
+    let stderr = out.failed();
+    assert!(stderr.contains("no key with that id"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    let out = keygate(&proxy, &["keys", "create", "--user", "a b", "--name", "t"]).await;
+    assert!(out.failed().contains("user must be"), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
+
+#[tokio::test]
+async fn keygate_admin_token_is_sent_as_the_bearer_token() {
+    let proxy = TestProxy::builder().admin_token(TOKEN).start().await;
+    let url = format!("http://{}", proxy.admin_addr);
+    let args = ["keys", "list", "--admin", url.as_str()];
+    let out = cli(&args, &[("KEYGATE_ADMIN_TOKEN", TOKEN)]).await;
+    out.ok();
+    let out = cli(&args, &[]).await;
+    assert!(out.failed().contains("token"), "{}", out.stderr);
+    let out = cli(&args, &[("KEYGATE_ADMIN_TOKEN", "wrong-token-0123456789")]).await;
+    assert!(out.failed().contains("401"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn without_admin_the_url_and_token_come_from_the_config_file() {
+    let proxy = TestProxy::builder().admin_token(TOKEN).start().await;
+    let text = format!(
+        "[admin]\nlisten = \"{}\"\ntoken = \"{TOKEN}\"\n",
+        proxy.admin_addr
+    );
+    let config = ConfigFile::new(&text);
+    let path = config.path.to_str().unwrap();
+    let out = cli(
+        &[
+            "keys", "create", "--user", "alice", "--name", "t", "--config", path,
+        ],
+        &[],
+    )
+    .await;
+    let key = out.ok().trim_end().to_owned();
+    let listed = cli(&["keys", "list", "--json", "--config", path], &[])
+        .await
+        .json();
+    assert_eq!(listed["keys"][0]["id"], key[..16]);
+}
