@@ -17,7 +17,7 @@
 //! touches settings) and no request needs the two to change together.
 
 mod body;
-mod headers;
+pub mod headers;
 mod log;
 mod refusal;
 mod upstream;
@@ -331,7 +331,10 @@ fn check_host<B>(request: &Request<B>) -> Result<(), BadRequest> {
     }
     match (host, request.uri().authority()) {
         (None, None) => Err(BadRequest::MissingHost),
-        (None, Some(_)) => Ok(()),
+        // HTTP/2 carries the host in `:authority`; HTTP/1.1 must send Host
+        // even with an absolute-form target (RFC 9112 3.2).
+        (None, Some(_)) if request.version() == Version::HTTP_2 => Ok(()),
+        (None, Some(_)) => Err(BadRequest::MissingHost),
         (Some(_), None) => Ok(()),
         (Some(host), Some(authority)) => {
             let same = host

@@ -143,6 +143,7 @@ fn check_segment(segment: &[u8]) -> Result<(), TargetError> {
     // (`%252e`); `other` says whether anything else is in the segment.
     let mut dots = 0usize;
     let mut other = false;
+    let mut double_encoded = false;
     let mut i = 0;
     while i < segment.len() {
         let b = segment[i];
@@ -159,14 +160,7 @@ fn check_segment(segment: &[u8]) -> Result<(), TargetError> {
                     b'/' | b'\\' | b';' => return Err(TargetError::EncodedSeparator),
                     v if v < 0x20 || v == 0x7f => return Err(TargetError::EncodedSeparator),
                     b'%' => {
-                        // A double encoding: `%25` followed by two hex digits
-                        // decodes (once) to another escape. Refuse it when a
-                        // second decoding would produce a separator or dot.
-                        if let Some(inner) = hex_pair(segment.get(i..i + 2)) {
-                            if matches!(inner, b'.' | b'/' | b'\\' | b';' | 0x00..=0x1f | 0x7f) {
-                                return Err(TargetError::EncodedSeparator);
-                            }
-                        }
+                        double_encoded = true;
                         other = true;
                     }
                     _ => other = true,
@@ -182,6 +176,32 @@ fn check_segment(segment: &[u8]) -> Result<(), TargetError> {
     }
     if !other && (dots == 1 || dots == 2) {
         return Err(TargetError::DotSegment);
+    }
+    if double_encoded {
+        check_decoded_once(segment)?;
+    }
+    Ok(())
+}
+
+/// A segment with an escaped `%` (`%25`) decodes to another escape. An
+/// application that decodes twice would see what that escape hides, so the
+/// segment is refused when one decoding leaves an escape of `.`, `/`, `\`,
+/// `;`, `%` or a control byte, however the first layer was spelled
+/// (`%252e`, `%25%32%65`, `%252%65` are all `%2e` after one decoding).
+fn check_decoded_once(segment: &[u8]) -> Result<(), TargetError> {
+    let decoded: Vec<u8> = percent_encoding::percent_decode(segment).collect();
+    for (i, &b) in decoded.iter().enumerate() {
+        if b != b'%' {
+            continue;
+        }
+        if let Some(value) = hex_pair(decoded.get(i + 1..i + 3)) {
+            if matches!(
+                value,
+                b'.' | b'/' | b'\\' | b';' | b'%' | 0x00..=0x1f | 0x7f
+            ) {
+                return Err(TargetError::EncodedSeparator);
+            }
+        }
     }
     Ok(())
 }

@@ -51,18 +51,18 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Facts about the connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Peer {
+pub struct Peer {
     /// The TCP peer.
-    pub(crate) addr: IpAddr,
+    pub addr: IpAddr,
     /// Whether the peer is a trusted proxy.
-    pub(crate) trusted: bool,
+    pub trusted: bool,
     /// `http` or `https`, for `X-Forwarded-Proto`.
-    pub(crate) proto: &'static str,
+    pub proto: &'static str,
 }
 
 /// The client address: the TCP peer, or, when the peer is a trusted proxy,
 /// the right-most address in `X-Forwarded-For` that is not itself trusted.
-pub(crate) fn client_address(peer: &Peer, headers: &HeaderMap, settings: &ProxySettings) -> IpAddr {
+pub fn client_address(peer: &Peer, headers: &HeaderMap, settings: &ProxySettings) -> IpAddr {
     if !peer.trusted {
         return peer.addr;
     }
@@ -97,15 +97,16 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     None
 }
 
-/// Whether `name` is `target` once lower-cased with `_` read as `-`.
-/// `name` is already lower-case (hyper lower-cases header names) and
-/// `target` is a configured header name, also lower-case.
+/// Whether `name` and `target` are the same once lower-cased with `_` read
+/// as `-` (either side may use either spelling). Both are already lower
+/// case: hyper lower-cases header names.
 fn is_alias(name: &str, target: &str) -> bool {
+    let dash = |b: u8| if b == b'_' { b'-' } else { b };
     name.len() == target.len()
         && name
             .bytes()
             .zip(target.bytes())
-            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+            .all(|(a, b)| dash(a) == dash(b))
 }
 
 /// Removes hop-by-hop headers and those named in `Connection`.
@@ -136,7 +137,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Rewrites a client's request headers for the upstream.
-pub(crate) fn rewrite_request(
+pub fn rewrite_request(
     headers: &mut HeaderMap,
     settings: &ProxySettings,
     peer: &Peer,
@@ -200,7 +201,7 @@ fn set_forwarded(headers: &mut HeaderMap, peer: &Peer) {
 
 /// Rewrites the upstream's response headers for the client: hop-by-hop
 /// headers describe the upstream connection, not ours.
-pub(crate) fn rewrite_response(headers: &mut HeaderMap) {
+pub fn rewrite_response(headers: &mut HeaderMap) {
     remove_hop_by_hop(headers);
 }
 
@@ -215,6 +216,8 @@ mod tests {
         assert!(is_alias("x_haplo-user", "x-haplo-user"));
         assert!(!is_alias("x-haplo-users", "x-haplo-user"));
         assert!(!is_alias("x-haplo-usex", "x-haplo-user"));
+        // A configured name with underscores matches the dashed spelling.
+        assert!(is_alias("x-remote-user", "x_remote_user"));
     }
 
     #[test]
