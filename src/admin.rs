@@ -38,12 +38,14 @@ use tokio::net::TcpListener;
 
 pub use self::guard::Guard;
 use self::reply::Reply;
-use crate::config::AdminToken;
+use crate::config::{AdminToken, Http2Limits};
 use crate::keys::Keyring;
-use crate::server::{self, ConnSettings};
+use crate::server::{self, ConnSettings, ListenerOptions};
 
 /// Admin requests must send their head within this time.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The admin API is for a handful of operators and scripts.
+const MAX_CONNECTIONS: usize = 64;
 
 /// State shared by admin connections.
 #[derive(Debug)]
@@ -127,18 +129,27 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    server::serve("admin", listener, shutdown, grace, move |_peer| {
+    let options = ListenerOptions {
+        name: "admin",
+        tls: None,
+        max_connections: MAX_CONNECTIONS,
+        grace,
+    };
+    server::serve(listener, options, shutdown, move |_peer, _tls| {
         let admin = admin.clone();
         let service = service_fn(move |request| {
             let admin = admin.clone();
             async move { admin.handle(request).await }
         });
-        (
-            ConnSettings {
-                header_timeout: HEADER_TIMEOUT,
+        let settings = ConnSettings {
+            header_timeout: HEADER_TIMEOUT,
+            max_header_bytes: 64 * 1024,
+            http2: Http2Limits {
+                max_concurrent_streams: 1,
+                keep_alive: HEADER_TIMEOUT,
             },
-            service,
-        )
+        };
+        (settings, service)
     })
     .await;
 }

@@ -1,23 +1,33 @@
-//! Start-up and the life of a running keygate.
+//! Start-up, reload and the life of a running keygate.
 //!
 //! [`App::bind`] does everything that can fail at start-up, in an order
 //! that reports the most useful error first: open the store (and load the
-//! snapshot), then bind both listeners. [`App::run`] serves until the
-//! shutdown future resolves, then drains both listeners with the grace
-//! period. Tests use the same two calls with `127.0.0.1:0` addresses.
+//! snapshot), load the TLS certificate, then bind both listeners.
+//! [`App::run`] serves until the shutdown future resolves, then drains both
+//! listeners with the grace period. Tests use the same calls with
+//! `127.0.0.1:0` addresses.
+//!
+//! [`Reloader`] applies a new config file to a running keygate (SIGHUP):
+//! the new file is loaded and validated completely, then the proxy
+//! settings and the certificate are swapped in. A file that fails any step
+//! changes nothing. Settings that a running process cannot change (listen
+//! addresses, the store, the admin token, the connection cap, TLS on or
+//! off) are reported as needing a restart and keep their old values.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
 
 use crate::access_log::AccessLog;
 use crate::admin::{self, Admin};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::keys::{Keyring, StoreError};
 use crate::proxy::{self, Proxy};
 use crate::shutdown;
+use crate::tls::{Tls, TlsError};
 
 /// Why keygate could not start.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +35,9 @@ pub enum StartError {
     /// The key store could not be opened or read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A TLS file could not be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
@@ -44,29 +57,31 @@ pub struct App {
     keyring: Arc<Keyring>,
     proxy: Arc<Proxy>,
     admin: Arc<Admin>,
+    tls: Option<Arc<Tls>>,
     proxy_listener: TcpListener,
     admin_listener: TcpListener,
 }
 
 impl App {
-    /// Opens the store and binds both listeners.
+    /// Opens the store, loads TLS, and binds both listeners.
     pub async fn bind(config: Config, log: AccessLog) -> Result<Self, StartError> {
         // Blocking I/O on purpose: nothing else runs before start-up ends.
         let keyring = Arc::new(Keyring::open(&config.store_path)?);
+        let tls = match &config.tls {
+            Some(files) => Some(Arc::new(Tls::load(files)?)),
+            None => None,
+        };
+        let proxy = Arc::new(Proxy::new(config.proxy.clone(), keyring.clone(), log)?);
         let proxy_listener = bind("proxy.listen", config.proxy_listen).await?;
         let admin_listener = bind("admin.listen", config.admin_listen).await?;
         let admin_local = admin_listener.local_addr().unwrap_or(config.admin_listen);
-        let proxy = Arc::new(Proxy::new(config.proxy.clone(), keyring.clone(), log));
-        let admin = Arc::new(Admin::new(
-            keyring.clone(),
-            admin_local,
-            config.admin_token.clone(),
-        ));
+        let admin = Arc::new(Admin::new(keyring.clone(), admin_local, config.admin_token.clone()));
         Ok(App {
             config,
             keyring,
             proxy,
             admin,
+            tls,
             proxy_listener,
             admin_listener,
         })
@@ -74,16 +89,12 @@ impl App {
 
     /// The bound proxy address (useful with port 0).
     pub fn proxy_addr(&self) -> SocketAddr {
-        self.proxy_listener
-            .local_addr()
-            .unwrap_or(self.config.proxy_listen)
+        self.proxy_listener.local_addr().unwrap_or(self.config.proxy_listen)
     }
 
     /// The bound admin address.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_listener
-            .local_addr()
-            .unwrap_or(self.config.admin_listen)
+        self.admin_listener.local_addr().unwrap_or(self.config.admin_listen)
     }
 
     /// The keyring.
@@ -96,6 +107,17 @@ impl App {
         &self.proxy
     }
 
+    /// A handle that applies a new config file to this keygate while it
+    /// runs. `source` is the file to re-read.
+    pub fn reloader(&self, source: PathBuf) -> Reloader {
+        Reloader {
+            source,
+            running: Mutex::new(self.config.clone()),
+            proxy: self.proxy.clone(),
+            tls: self.tls.clone(),
+        }
+    }
+
     /// Serves both listeners until `shutdown` resolves, then drains them.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let grace = self.config.shutdown_grace;
@@ -105,7 +127,14 @@ impl App {
             trigger.fire();
         };
         tokio::join!(
-            proxy::serve(self.proxy_listener, self.proxy, watch.clone().wait(), grace),
+            proxy::serve(
+                self.proxy_listener,
+                self.proxy,
+                self.tls,
+                self.config.max_connections,
+                watch.clone().wait(),
+                grace,
+            ),
             admin::serve(self.admin_listener, self.admin, watch.wait(), grace),
             signal,
         );
@@ -116,4 +145,127 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
     TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { key, addr, source })
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file did not load or validate.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A TLS file (certificate, key or upstream CA) could not be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// What a successful reload did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Config keys whose new values need a restart to take effect.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// Applies the config file to a running keygate.
+#[derive(Debug)]
+pub struct Reloader {
+    source: PathBuf,
+    /// The config in force, to tell what changed.
+    running: Mutex<Config>,
+    proxy: Arc<Proxy>,
+    tls: Option<Arc<Tls>>,
+}
+
+impl Reloader {
+    /// Re-reads the file and applies what can change while running.
+    /// Everything is validated before anything is swapped, so an error
+    /// leaves the running settings untouched.
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let new = Config::load(Some(&self.source))?;
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut report = ReloadReport::default();
+        let mut restart = |changed: bool, key: &'static str| {
+            if changed {
+                report.needs_restart.push(key);
+            }
+        };
+        restart(new.proxy_listen != running.proxy_listen, "proxy.listen");
+        restart(new.admin_listen != running.admin_listen, "admin.listen");
+        restart(new.store_path != running.store_path, "store.path");
+        restart(
+            new.admin_token.as_ref().map(|t| t.expose().to_owned())
+                != running.admin_token.as_ref().map(|t| t.expose().to_owned()),
+            "admin.token",
+        );
+        restart(new.max_connections != running.max_connections, "proxy.max_connections");
+        restart(new.worker_threads != running.worker_threads, "proxy.worker_threads");
+        restart(new.shutdown_grace != running.shutdown_grace, "proxy.shutdown_grace_secs");
+        restart(new.proxy.access_log != running.proxy.access_log, "log.access");
+        restart(new.tls.is_some() != self.tls.is_some(), "proxy.tls");
+
+        // Validate everything that touches files before swapping anything.
+        let server_tls = match (&self.tls, &new.tls) {
+            (Some(_), Some(files)) => Some(crate::tls::server_config(files).map(|_| files.clone())?),
+            _ => None,
+        };
+        crate::tls::upstream_client_config(new.proxy.upstream_ca.as_deref())?;
+
+        let mut settings = new.proxy.clone();
+        // The access-log writer is fixed at start-up.
+        settings.access_log = running.proxy.access_log;
+        self.proxy.reload(settings)?;
+        if let (Some(tls), Some(files)) = (&self.tls, &server_tls) {
+            tls.reload(files)?;
+        }
+        // Remember what now runs; restart-only keys keep their old values
+        // so that a later reload reports them again until restarted.
+        let mut applied = new;
+        applied.proxy_listen = running.proxy_listen;
+        applied.admin_listen = running.admin_listen;
+        applied.store_path = running.store_path.clone();
+        applied.admin_token = running.admin_token.clone();
+        applied.max_connections = running.max_connections;
+        applied.worker_threads = running.worker_threads;
+        applied.shutdown_grace = running.shutdown_grace;
+        applied.proxy.access_log = running.proxy.access_log;
+        if self.tls.is_none() {
+            applied.tls = None;
+        }
+        *running = applied;
+        Ok(report)
+    }
+}
+
+impl Reloader {
+    /// Reloads and logs the outcome (one line, naming what went wrong or
+    /// what needs a restart).
+    pub fn reload_and_log(&self) {
+        match self.reload() {
+            Ok(report) if report.needs_restart.is_empty() => {
+                tracing::info!(file = %self.source.display(), "config reloaded");
+            }
+            Ok(report) => tracing::warn!(
+                file = %self.source.display(),
+                needs_restart = ?report.needs_restart,
+                "config reloaded; these settings only change on restart and keep their running values"
+            ),
+            Err(error) => tracing::error!(
+                %error,
+                "config reload refused; the running settings are unchanged"
+            ),
+        }
+    }
+
+    /// Installs a SIGHUP handler now and returns a future that reloads on
+    /// every SIGHUP, for as long as it is polled.
+    #[cfg(unix)]
+    pub fn on_sighup(self) -> std::io::Result<impl Future<Output = ()>> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = signal(SignalKind::hangup())?;
+        Ok(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP received, reloading");
+                self.reload_and_log();
+            }
+        })
+    }
 }

@@ -23,6 +23,7 @@ use http::{HeaderName, Uri};
 use ipnet::IpNet;
 
 use self::raw::RawConfig;
+use crate::tls::TlsFiles;
 
 /// A config file that could not be used. The message names the file, the
 /// key and the reason, on one line.
@@ -146,6 +147,23 @@ pub struct ProxySettings {
     pub throttle: ThrottleLimits,
     /// Whether to write the access log.
     pub access_log: bool,
+    /// CA certificates for an `https://` upstream (else webpki's roots).
+    pub upstream_ca: Option<PathBuf>,
+    /// Cap on a request head (HTTP/1) or header list (HTTP/2), in bytes.
+    pub max_header_bytes: usize,
+    /// HTTP/2 limits for client connections.
+    pub http2: Http2Limits,
+}
+
+/// HTTP/2 limits for client connections, chosen against the known flood
+/// attacks (rapid reset, CONTINUATION floods) as much as for throughput.
+#[derive(Debug, Clone, Copy)]
+pub struct Http2Limits {
+    /// Concurrent streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Interval between keep-alive pings; a peer that does not answer
+    /// within the same interval is disconnected.
+    pub keep_alive: Duration,
 }
 
 impl ProxySettings {
@@ -180,6 +198,12 @@ pub struct Config {
     pub store_path: PathBuf,
     /// How long a shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// TLS termination, if configured.
+    pub tls: Option<TlsFiles>,
+    /// Most client connections open at once.
+    pub max_connections: usize,
+    /// Runtime worker threads (`None`: one per core).
+    pub worker_threads: Option<usize>,
     /// Reloadable proxy settings.
     pub proxy: ProxySettings,
 }
@@ -256,15 +280,57 @@ impl Config {
         let body_timeout = positive_secs(raw.proxy.body_timeout_secs)
             .map_err(|r| invalid("proxy.body_timeout_secs", r))?;
         let shutdown_grace = Duration::from_secs(raw.proxy.shutdown_grace_secs);
-        if let Some(tls) = &raw.proxy.tls {
-            return Err(invalid(
-                "proxy.tls",
-                format!(
-                    "TLS termination (cert {:?}, key {:?}) is not available in this build yet; terminate TLS in front of keygate",
-                    tls.cert, tls.key
-                ),
-            ));
-        }
+        let tls = match &raw.proxy.tls {
+            None => None,
+            Some(tls) => {
+                if tls.cert.trim().is_empty() {
+                    return Err(invalid("proxy.tls.cert", "must name a PEM certificate file".into()));
+                }
+                if tls.key.trim().is_empty() {
+                    return Err(invalid("proxy.tls.key", "must name a PEM private key file".into()));
+                }
+                Some(TlsFiles {
+                    cert: PathBuf::from(&tls.cert),
+                    key: PathBuf::from(&tls.key),
+                })
+            }
+        };
+        let upstream_ca = match raw.proxy.upstream_ca.as_deref() {
+            None => None,
+            Some(_) if upstream.scheme != Scheme::HTTPS => {
+                return Err(invalid(
+                    "proxy.upstream_ca",
+                    "only applies to an https:// upstream".into(),
+                ))
+            }
+            Some(path) if path.trim().is_empty() => {
+                return Err(invalid("proxy.upstream_ca", "must name a PEM file".into()))
+            }
+            Some(path) => Some(PathBuf::from(path)),
+        };
+        let max_connections = usize::try_from(raw.proxy.max_connections)
+            .ok()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .ok_or_else(|| invalid("proxy.max_connections", "must be between 1 and 1000000".into()))?;
+        let max_header_bytes = usize::try_from(raw.proxy.max_header_bytes)
+            .ok()
+            .filter(|n| (8 * 1024..=1024 * 1024).contains(n))
+            .ok_or_else(|| {
+                invalid("proxy.max_header_bytes", "must be between 8192 and 1048576".into())
+            })?;
+        let worker_threads = match raw.proxy.worker_threads {
+            0 => None,
+            n @ 1..=1024 => Some(n as usize),
+            _ => return Err(invalid("proxy.worker_threads", "must be between 0 (one per core) and 1024".into())),
+        };
+        let max_concurrent_streams = u32::try_from(raw.proxy.http2.max_concurrent_streams)
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| {
+                invalid("proxy.http2.max_concurrent_streams", "must be between 1 and 10000".into())
+            })?;
+        let keep_alive = positive_secs(raw.proxy.http2.keep_alive_secs)
+            .map_err(|r| invalid("proxy.http2.keep_alive_secs", r))?;
 
         let admin_token = match raw.admin.token {
             None => None,
@@ -319,6 +385,9 @@ impl Config {
             admin_token,
             store_path: PathBuf::from(raw.store.path),
             shutdown_grace,
+            tls,
+            max_connections,
+            worker_threads,
             proxy: ProxySettings {
                 upstream,
                 identity_header,
@@ -334,6 +403,12 @@ impl Config {
                     max_tracked,
                 },
                 access_log: raw.log.access,
+                upstream_ca,
+                max_header_bytes,
+                http2: Http2Limits {
+                    max_concurrent_streams,
+                    keep_alive,
+                },
             },
         })
     }
@@ -389,12 +464,12 @@ fn parse_upstream(text: &str) -> Result<UpstreamOrigin, String> {
     let uri: Uri = text
         .parse()
         .map_err(|_| format!("{text:?} is not a URL such as \"http://127.0.0.1:8000\""))?;
-    let scheme = uri.scheme().cloned().ok_or("must start with http://")?;
-    if scheme == Scheme::HTTPS {
-        return Err("https:// upstreams are not available in this build yet; use http://".into());
-    }
-    if scheme != Scheme::HTTP {
-        return Err(format!("scheme {scheme} is not supported; use http://"));
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .ok_or("must start with http:// or https://")?;
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+        return Err(format!("scheme {scheme} is not supported; use http:// or https://"));
     }
     let authority = uri.authority().cloned().ok_or("must name a host")?;
     if authority.as_str().contains('@') {

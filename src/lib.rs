@@ -25,6 +25,8 @@
 //! - [`admin`]: the loopback JSON API over the keyring.
 //! - [`access_log`]: one JSON line per proxied request, off the hot path.
 //! - [`shutdown`]: the signal future that every server takes.
+//! - [`tls`]: rustls configuration for the listener (reloadable) and for an
+//!   `https://` upstream.
 //! - [`app`]: binds listeners and runs both servers from a validated config;
 //!   `main.rs` only parses arguments and calls into it.
 //! - [`cli`]: the `keygate keys ...` / `keygate users ...` commands, which talk
@@ -53,3 +55,4 @@ mod server;
 pub mod shutdown;
 pub mod target;
 pub mod timestamp;
+pub mod tls;

@@ -7,28 +7,32 @@ use std::process::ExitCode;
 use clap::Parser;
 use keygate::access_log::AccessLog;
 use keygate::app::App;
-use keygate::cli::{Cli, Command};
+use keygate::cli::{Cli, Command, Global};
 use keygate::config::Config;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("keygate: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
     match cli.command {
-        Command::Serve => runtime.block_on(serve(&cli.global)),
-        command => runtime.block_on(keygate::cli::run(&cli.global, command)),
+        Command::Serve => serve(&cli.global),
+        command => match runtime(None) {
+            Ok(runtime) => runtime.block_on(keygate::cli::run(&cli.global, command)),
+            Err(code) => code,
+        },
     }
 }
 
-async fn serve(global: &keygate::cli::Global) -> ExitCode {
+fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    builder.enable_all().build().map_err(|error| {
+        eprintln!("keygate: cannot start the async runtime: {error}");
+        ExitCode::FAILURE
+    })
+}
+
+fn serve(global: &Global) -> ExitCode {
     init_tracing();
     let config = match Config::load(global.config.as_deref()) {
         Ok(config) => config,
@@ -37,13 +41,20 @@ async fn serve(global: &keygate::cli::Global) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match runtime(config.worker_threads) {
+        Ok(runtime) => runtime.block_on(run(config)),
+        Err(code) => code,
+    }
+}
+
+async fn run(config: Config) -> ExitCode {
+    // Before anything is announced: a signal from here on is handled.
+    let shutdown = keygate::shutdown::signal();
     let (log, _log_guard) = if config.proxy.access_log {
         AccessLog::stdout()
     } else {
         AccessLog::disabled()
     };
-    // Before anything is announced: a signal from here on drains.
-    let shutdown = keygate::shutdown::signal();
     let app = match App::bind(config.clone(), log).await {
         Ok(app) => app,
         Err(error) => {
@@ -51,9 +62,18 @@ async fn serve(global: &keygate::cli::Global) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(source) = &config.source {
+        match app.reloader(source.clone()).on_sighup() {
+            Ok(reloads) => {
+                tokio::spawn(reloads);
+            }
+            Err(error) => tracing::warn!(%error, "cannot listen for SIGHUP; reload needs a restart"),
+        }
+    }
     tracing::info!(
         proxy = %app.proxy_addr(),
         admin = %app.admin_addr(),
+        tls = config.tls.is_some(),
         upstream = %config.proxy.upstream,
         store = %config.store_path.display(),
         keys = app.keyring().snapshot().key_count(),

@@ -29,11 +29,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use http::header::HOST;
+use http::header::{CONNECTION, HOST, UPGRADE};
 use http::uri::{Authority, Uri};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 pub use self::body::{BodyError, ResponseBody, TimedBody};
@@ -47,35 +49,57 @@ use crate::access_log::AccessLog;
 use crate::auth::{self, AuthContext, Credentials, Identity, Throttle};
 use crate::config::ProxySettings;
 use crate::keys::Keyring;
-use crate::server::{self, ConnSettings};
+use crate::server::{self, ConnSettings, ListenerOptions};
+use crate::tls::{Tls, TlsError};
 use crate::target::Target;
 use crate::timestamp::Timestamp;
 
 /// State shared by every proxied connection.
 #[derive(Debug)]
 pub struct Proxy {
-    settings: ArcSwap<ProxySettings>,
+    live: ArcSwap<Live>,
     keyring: Arc<Keyring>,
     throttle: Throttle,
-    upstream: Upstream,
     log: AccessLog,
 }
 
+/// What a reload replaces, together: the settings and the upstream client
+/// built from them. Each request loads it once.
+#[derive(Debug)]
+struct Live {
+    settings: ProxySettings,
+    upstream: Upstream,
+}
+
+impl Live {
+    fn new(settings: ProxySettings) -> Result<Self, TlsError> {
+        let upstream = Upstream::new(settings.upstream_ca.as_deref())?;
+        Ok(Live { settings, upstream })
+    }
+}
+
 impl Proxy {
-    /// A proxy over `keyring` with `settings`.
-    pub fn new(settings: ProxySettings, keyring: Arc<Keyring>, log: AccessLog) -> Self {
-        Proxy {
-            settings: ArcSwap::from_pointee(settings),
+    /// A proxy over `keyring` with `settings`. Fails only if the upstream
+    /// CA file cannot be used.
+    pub fn new(settings: ProxySettings, keyring: Arc<Keyring>, log: AccessLog) -> Result<Self, TlsError> {
+        Ok(Proxy {
+            live: ArcSwap::from_pointee(Live::new(settings)?),
             keyring,
             throttle: Throttle::new(),
-            upstream: Upstream::new(),
             log,
-        }
+        })
     }
 
-    /// Replaces the settings; requests that start afterwards use them.
-    pub fn reload(&self, settings: ProxySettings) {
-        self.settings.store(Arc::new(settings));
+    /// Replaces the settings (and the upstream client); requests that start
+    /// afterwards use them, requests in flight finish with the old ones.
+    pub fn reload(&self, settings: ProxySettings) -> Result<(), TlsError> {
+        self.live.store(Arc::new(Live::new(settings)?));
+        Ok(())
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> ProxySettings {
+        self.live.load().settings.clone()
     }
 
     /// The failure throttle (for metrics and tests).
@@ -89,27 +113,33 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         peer_addr: SocketAddr,
+        tls: bool,
     ) -> Result<Response<ResponseBody>, Infallible> {
-        let settings = self.settings.load_full();
+        let live = self.live.load_full();
+        let settings = &live.settings;
         let peer_ip = crate::config::canonical_ip(peer_addr.ip());
         let peer = Peer {
             addr: peer_ip,
             trusted: settings.is_trusted(peer_ip),
-            proto: "http",
+            proto: if tls { "https" } else { "http" },
         };
-        let client = headers::client_address(&peer, request.headers(), &settings);
+        let client = headers::client_address(&peer, request.headers(), settings);
         let started = Instant::now();
         let time = Timestamp::now();
 
         let version = request.version();
         let (admitted, identity) =
-            match self.admit(request, &settings, &peer, client, time, started) {
+            match self.admit(request, settings, &peer, client, time, started) {
                 Ok(admitted) => admitted,
                 Err(rejected) => return Ok(self.refuse(rejected, version)),
             };
-        let Admitted { request, info } = admitted;
+        let Admitted {
+            request,
+            info,
+            upgrade,
+        } = admitted;
 
-        let response = match self.upstream.send(request, settings.upstream_timeout).await {
+        let mut response = match live.upstream.send(request, settings.upstream_timeout).await {
             Ok(response) => response,
             Err(refusal) => {
                 let rejected = Rejected {
@@ -120,11 +150,33 @@ impl Proxy {
                 return Ok(self.refuse(rejected, version));
             }
         };
+        let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        let upgraded = match (switching, upgrade) {
+            (false, _) => None,
+            (true, Some(client)) => Some((client, hyper::upgrade::on(&mut response))),
+            (true, None) => {
+                // A 101 the client never asked for cannot be relayed.
+                let rejected = Rejected {
+                    refusal: Refusal::BadGateway(UpstreamCause::Other),
+                    info,
+                    identity: identity.into_headers(),
+                };
+                return Ok(self.refuse(rejected, version));
+            }
+        };
         let (mut parts, body) = response.into_parts();
         // Answer in the client's protocol version, not the upstream's: an
         // HTTP/1.0 upstream must not turn our response into HTTP/1.0.
         parts.version = version;
+        let upgrade_protocol = parts.headers.get(UPGRADE).cloned();
         headers::rewrite_response(&mut parts.headers);
+        if let Some((client, upstream)) = upgraded {
+            if let Some(protocol) = upgrade_protocol {
+                parts.headers.insert(UPGRADE, protocol);
+            }
+            parts.headers.insert(CONNECTION, http::HeaderValue::from_static("upgrade"));
+            tokio::spawn(relay_upgraded(client, upstream));
+        }
         let log = PendingLog::new(
             &self.log,
             info,
@@ -203,6 +255,13 @@ impl Proxy {
             ),
         };
 
+        // A WebSocket-style upgrade (HTTP/1.1 only): keep the client's half
+        // of the upgrade, and the two headers hop-by-hop removal would drop.
+        let upgrade_protocol = wants_upgrade(&request);
+        let mut request = request;
+        let upgrade = upgrade_protocol
+            .is_some()
+            .then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
         if !parts.headers.contains_key(HOST) {
             // HTTP/2 and absolute-form carry the host in the target.
@@ -215,6 +274,10 @@ impl Proxy {
             }
         }
         headers::rewrite_request(&mut parts.headers, settings, peer, entry);
+        if let Some(protocol) = upgrade_protocol {
+            parts.headers.insert(UPGRADE, protocol);
+            parts.headers.insert(CONNECTION, http::HeaderValue::from_static("upgrade"));
+        }
         drop(snapshot);
 
         let mut uri = http::uri::Parts::default();
@@ -236,6 +299,7 @@ impl Proxy {
             Admitted {
                 request: Request::from_parts(parts, body),
                 info,
+                upgrade,
             },
             forwarded,
         ))
@@ -288,6 +352,43 @@ impl Rejected {
 struct Admitted {
     request: Request<TimedBody>,
     info: RequestInfo,
+    /// The client's side of a requested protocol upgrade.
+    upgrade: Option<OnUpgrade>,
+}
+
+/// The `Upgrade` value of an HTTP/1.1 request that asks to switch
+/// protocols (`Connection: upgrade` plus `Upgrade`), if it does.
+fn wants_upgrade<B>(request: &Request<B>) -> Option<http::HeaderValue> {
+    if request.version() != Version::HTTP_11 {
+        return None;
+    }
+    let asks = request.headers().get_all(CONNECTION).iter().any(|value| {
+        value
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+    });
+    if asks {
+        request.headers().get(UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// Copies bytes both ways between an upgraded client connection and the
+/// upstream's, until either side closes.
+async fn relay_upgraded(client: OnUpgrade, upstream: OnUpgrade) {
+    match tokio::try_join!(client, upstream) {
+        Ok((client, upstream)) => {
+            let mut client = TokioIo::new(client);
+            let mut upstream = TokioIo::new(upstream);
+            if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(%error, "upgraded connection ended with an error");
+            }
+        }
+        Err(error) => tracing::debug!(%error, "protocol upgrade failed"),
+    }
 }
 
 /// How a forwarded request was authenticated, kept past the snapshot.
@@ -351,21 +452,34 @@ fn check_host<B>(request: &Request<B>) -> Result<(), BadRequest> {
     }
 }
 
-/// Serves the proxy on `listener` until `shutdown`, then drains for `grace`.
+/// Serves the proxy on `listener` until `shutdown`, then drains.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
+    tls: Option<Arc<Tls>>,
+    max_connections: usize,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    server::serve("proxy", listener, shutdown, grace, move |peer| {
-        let settings = ConnSettings {
-            header_timeout: proxy.settings.load().header_timeout,
+    let options = ListenerOptions {
+        name: "proxy",
+        tls,
+        max_connections,
+        grace,
+    };
+    server::serve(listener, options, shutdown, move |peer, tls| {
+        let settings = {
+            let live = proxy.live.load();
+            ConnSettings {
+                header_timeout: live.settings.header_timeout,
+                max_header_bytes: live.settings.max_header_bytes,
+                http2: live.settings.http2,
+            }
         };
         let proxy = proxy.clone();
         let service = service_fn(move |request| {
             let proxy = proxy.clone();
-            async move { proxy.handle(request, peer).await }
+            async move { proxy.handle(request, peer, tls).await }
         });
         (settings, service)
     })

@@ -29,7 +29,12 @@ pub(super) struct RawProxy {
     pub(super) upstream_timeout_secs: u64,
     pub(super) body_timeout_secs: u64,
     pub(super) shutdown_grace_secs: u64,
+    pub(super) max_connections: u64,
+    pub(super) max_header_bytes: u64,
+    pub(super) worker_threads: u64,
+    pub(super) upstream_ca: Option<String>,
     pub(super) tls: Option<RawTls>,
+    pub(super) http2: RawHttp2,
 }
 
 impl Default for RawProxy {
@@ -45,7 +50,28 @@ impl Default for RawProxy {
             upstream_timeout_secs: 60,
             body_timeout_secs: 60,
             shutdown_grace_secs: 30,
+            max_connections: 10_000,
+            max_header_bytes: 64 * 1024,
+            worker_threads: 0,
+            upstream_ca: None,
             tls: None,
+            http2: RawHttp2::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawHttp2 {
+    pub(super) max_concurrent_streams: u64,
+    pub(super) keep_alive_secs: u64,
+}
+
+impl Default for RawHttp2 {
+    fn default() -> Self {
+        RawHttp2 {
+            max_concurrent_streams: 100,
+            keep_alive_secs: 30,
         }
     }
 }

@@ -1,21 +1,28 @@
 //! The pooled HTTP/1.1 client that reaches the application.
 //!
-//! One hyper-util `Client` for the life of the process: connections are
-//! kept alive and reused across requests (the pool is keyed by scheme and
-//! authority, so a reload that changes the upstream simply starts using new
-//! connections). `TCP_NODELAY` is set because every request is a small
-//! write followed by a wait for the answer.
+//! One hyper-util `Client` per configuration: connections are kept alive
+//! and reused across requests. A reload builds a new client (and so a new
+//! pool); requests already in flight finish on the old one. `TCP_NODELAY`
+//! is set because every request is a small write followed by a wait.
+//!
+//! `https://` upstreams go through rustls (hyper-rustls), with webpki's
+//! roots or the CA file of `proxy.upstream_ca`, and the upstream's host
+//! name as SNI. The upstream is always spoken to in HTTP/1.1: HTTP/2
+//! towards the application buys nothing on a LAN or loopback hop.
 
+use std::path::Path;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::TimedBody;
 use super::refusal::{Refusal, UpstreamCause};
+use crate::tls::{self, TlsError};
 
 /// How long an idle pooled connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
@@ -25,28 +32,29 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The upstream client.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, TimedBody>,
-}
-
-impl Default for Upstream {
-    fn default() -> Self {
-        Self::new()
-    }
+    client: Client<HttpsConnector<HttpConnector>, TimedBody>,
 }
 
 impl Upstream {
-    /// A client with keygate's pool settings.
-    pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
+    /// A client with keygate's pool settings, trusting `ca` (or webpki's
+    /// roots) for `https://` upstreams.
+    pub fn new(ca: Option<&Path>) -> Result<Self, TlsError> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls::upstream_client_config(ca)?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(connector);
-        Upstream { client }
+        Ok(Upstream { client })
     }
 
     /// Sends a request and waits for the response head, at most `timeout`.
@@ -74,8 +82,7 @@ fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamCause {
     let mut source = std::error::Error::source(error);
     while let Some(err) = source {
         if let Some(hyper_err) = err.downcast_ref::<hyper::Error>() {
-            if hyper_err.is_incomplete_message() || hyper_err.is_canceled() || hyper_err.is_closed()
-            {
+            if hyper_err.is_incomplete_message() || hyper_err.is_canceled() || hyper_err.is_closed() {
                 return UpstreamCause::Closed;
             }
         }
