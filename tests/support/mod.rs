@@ -12,6 +12,7 @@
 
 pub mod binary;
 pub mod client;
+pub mod tls;
 pub mod upstream;
 
 use std::fmt::Write as _;
@@ -39,17 +40,24 @@ pub const HOST: &str = "app.example";
 /// Builds a keygate for one test.
 #[derive(Debug, Default)]
 pub struct TestProxyBuilder {
-    upstream: Option<SocketAddr>,
+    upstream: Option<String>,
     store_dir: Option<PathBuf>,
     extra_proxy: Vec<String>,
     extra_sections: Vec<String>,
     admin_token: Option<String>,
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl TestProxyBuilder {
     /// Forward to this upstream (default: a port nothing listens on).
     pub fn upstream(mut self, addr: SocketAddr) -> Self {
-        self.upstream = Some(addr);
+        self.upstream = Some(format!("http://{addr}"));
+        self
+    }
+
+    /// Forward to this upstream URL (e.g. `https://localhost:PORT`).
+    pub fn upstream_url(mut self, url: &str) -> Self {
+        self.upstream = Some(url.to_owned());
         self
     }
 
@@ -73,6 +81,12 @@ impl TestProxyBuilder {
         self
     }
 
+    /// Terminates TLS with this certificate and key.
+    pub fn tls(mut self, cert: &Path, key: &Path) -> Self {
+        self.tls = Some((cert.to_owned(), key.to_owned()));
+        self
+    }
+
     /// Sets `admin.token`.
     pub fn admin_token(mut self, token: &str) -> Self {
         self.admin_token = Some(token.to_owned());
@@ -83,12 +97,12 @@ impl TestProxyBuilder {
     pub fn toml(&self, store: &Path) -> String {
         let upstream = self
             .upstream
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "127.0.0.1:9".to_owned());
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1:9".to_owned());
         let mut text = String::new();
         writeln!(
             text,
-            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{upstream}\""
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"{upstream}\""
         )
         .unwrap();
         // Test defaults, unless the test sets them itself.
@@ -103,6 +117,15 @@ impl TestProxyBuilder {
         }
         for line in &self.extra_proxy {
             writeln!(text, "{line}").unwrap();
+        }
+        if let Some((cert, key)) = &self.tls {
+            writeln!(
+                text,
+                "[proxy.tls]\ncert = \"{}\"\nkey = \"{}\"",
+                cert.display(),
+                key.display()
+            )
+            .unwrap();
         }
         writeln!(text, "[admin]\nlisten = \"127.0.0.1:0\"").unwrap();
         if let Some(token) = &self.admin_token {
@@ -131,11 +154,15 @@ impl TestProxyBuilder {
             .clone()
             .unwrap_or_else(|| dir.as_ref().unwrap().path().to_owned());
         let text = self.toml(&store);
-        let config = Config::parse(&text, None)
+        // Written to a file, so that a test can edit it and reload.
+        let config_path = store.join("keygate.toml");
+        std::fs::write(&config_path, &text).expect("write test config");
+        let config = Config::load(Some(&config_path))
             .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
         let (log_tx, log_rx) = mpsc::unbounded_channel();
         let (log, log_guard) = AccessLog::to_writer(ChannelWriter(log_tx));
         let app = App::bind(config, log).await.expect("keygate starts");
+        let reloader = app.reloader(config_path.clone());
         let proxy_addr = app.proxy_addr();
         let admin_addr = app.admin_addr();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -150,6 +177,8 @@ impl TestProxyBuilder {
             proxy_addr,
             admin_addr,
             admin_token: self.admin_token,
+            config_path,
+            reloader,
             stop: Some(stop_tx),
             task: Some(task),
             logs: log_rx,
@@ -180,6 +209,9 @@ pub struct TestProxy {
     /// The admin listener.
     pub admin_addr: SocketAddr,
     admin_token: Option<String>,
+    /// The config file keygate was started from.
+    pub config_path: PathBuf,
+    reloader: keygate::app::Reloader,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     logs: mpsc::UnboundedReceiver<Vec<u8>>,
@@ -279,6 +311,20 @@ impl TestProxy {
             .expect("an access-log line in time")
             .expect("access log open");
         String::from_utf8(line).expect("log lines are UTF-8")
+    }
+
+    /// Replaces the config file with `text` and reloads it, as SIGHUP does.
+    pub fn reload_with(
+        &self,
+        text: &str,
+    ) -> Result<keygate::app::ReloadReport, keygate::app::ReloadError> {
+        std::fs::write(&self.config_path, text).expect("write config");
+        self.reloader.reload()
+    }
+
+    /// The config file's current text.
+    pub fn config_text(&self) -> String {
+        std::fs::read_to_string(&self.config_path).expect("read config")
     }
 
     /// Triggers a graceful shutdown and waits for it to finish.

@@ -6,6 +6,7 @@
 //! - `/status/NNN...`: answers with that status;
 //! - `/hang...`: never answers (for the upstream timeout);
 //! - `/gate...`: answers `released` once the test calls `open_gate()`;
+//! - `/ws...` with `Upgrade`: switches protocols (101) and echoes bytes;
 //! - anything else: 200 `ok`.
 //!
 //! Each request is recorded (method, target exactly as received, headers
@@ -135,7 +136,7 @@ impl RecordingUpstream {
 }
 
 async fn answer(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     seen: Arc<Mutex<Vec<Recorded>>>,
     tx: mpsc::UnboundedSender<Recorded>,
     gate: Arc<Semaphore>,
@@ -167,6 +168,47 @@ async fn answer(
         seen.lock().unwrap().push(record.clone());
         let _ = tx.send(record);
         return std::future::pending().await;
+    }
+    if target.starts_with("/ws") && req.headers().contains_key(hyper::header::UPGRADE) {
+        let record = Recorded {
+            method,
+            target,
+            headers,
+            body: Vec::new(),
+        };
+        seen.lock().unwrap().push(record.clone());
+        let _ = tx.send(record);
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                let mut io = TokioIo::new(upgraded);
+                let mut buf = [0u8; 4096];
+                loop {
+                    match tokio::io::AsyncReadExt::read(&mut io, &mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if tokio::io::AsyncWriteExt::write_all(&mut io, &buf[..n])
+                                .await
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+        response.headers_mut().insert(
+            hyper::header::UPGRADE,
+            hyper::header::HeaderValue::from_static("echo"),
+        );
+        response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("upgrade"),
+        );
+        return Ok(response);
     }
     if target.starts_with("/gate") {
         // Record on arrival (so the test knows the request is in flight),
