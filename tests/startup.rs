@@ -279,3 +279,53 @@ async fn a_user_blocked_just_before_sigkill_stays_blocked_after_a_restart() {
         .await
         .assert_refused(403, "UNAUTHORISED");
 }
+
+/// Waits for a stderr line containing `words`, returning it.
+async fn line_with(keygate: &mut Keygate, words: &str) -> String {
+    loop {
+        let Some(line) = keygate.next_line().await else {
+            panic!(
+                "keygate exited before logging {words:?}: {:?}",
+                keygate.stderr
+            );
+        };
+        if line.contains(words) {
+            return line;
+        }
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = RecordingUpstream::start().await;
+    let store = dir.path().join("keygate.redb");
+    let config = ConfigFile::new(&config_text(&store, Some(upstream.addr), ""));
+    let mut running = Keygate::start(&config.path).await;
+    let proxy = running.proxy_addr;
+    Req::get("/public")
+        .send(proxy)
+        .await
+        .assert_refused(403, "UNAUTHORISED");
+
+    let text = std::fs::read_to_string(&config.path).unwrap();
+    let forwarding = text.replace("[proxy]\n", "[proxy]\nanonymous = \"forward\"\n");
+    std::fs::write(&config.path, forwarding).unwrap();
+    running.keygate.signal("HUP");
+    line_with(&mut running.keygate, "config reloaded").await;
+    assert_eq!(Req::get("/public").send(proxy).await.status, 200);
+
+    // A broken file is refused, named, and the running settings stay.
+    std::fs::write(
+        &config.path,
+        text.replace("[proxy]\n", "[proxy]\nanonymous = \"maybe\"\n"),
+    )
+    .unwrap();
+    running.keygate.signal("HUP");
+    let refused = line_with(&mut running.keygate, "config reload refused").await;
+    assert!(refused.contains("proxy.anonymous"), "{refused}");
+    assert_eq!(Req::get("/public").send(proxy).await.status, 200);
+
+    running.keygate.signal("TERM");
+    assert_eq!(running.keygate.exit().await.status.code(), Some(0));
+}
