@@ -2,34 +2,42 @@
 //!
 //! Routes:
 //!
-//! | method and path            | handler                                   |
-//! |----------------------------|-------------------------------------------|
-//! | `GET /healthz`             | 200 while the process serves              |
-//! | `GET /readyz`              | 200 once the store is open and loaded     |
-//! | `POST /v1/keys`            | create a key; the only time it is shown   |
-//! | `GET /v1/keys[?user=U]`    | list keys (never secrets)                 |
-//! | `GET /v1/keys/{id}`        | one key                                   |
-//! | `DELETE /v1/keys/{id}`     | revoke                                    |
-//! | `GET /v1/users/{user}`     | a user's blocked flag and key count       |
-//! | `PUT /v1/users/{user}`     | block or unblock                          |
+//! | method and path               | handler                                |
+//! |-------------------------------|----------------------------------------|
+//! | `GET /healthz`                | 200 while the process serves           |
+//! | `GET /readyz[?upstream=required]` | 200 once the store is loaded; says if the upstream is reachable (503 if not and required) |
+//! | `GET /metrics`                | Prometheus text format ([`crate::metrics`]) |
+//! | `POST /v1/keys`               | create a key; the only time it is shown |
+//! | `GET /v1/keys[?user=U]`       | list keys (never secrets)              |
+//! | `GET /v1/keys/{id}`           | one key                                |
+//! | `DELETE /v1/keys/{id}`        | revoke                                 |
+//! | `POST /v1/keys/{id}/rotate`   | a new key; the old one works for `grace_secs` |
+//! | `GET /v1/users/{user}`        | a user's blocked flag and key count    |
+//! | `PUT /v1/users/{user}`        | block or unblock                       |
+//! | `GET /v1/audit[?since=&limit=]` | the audit trail                      |
 //!
 //! Every request passes the [`guard`] first (no `Origin`, our own `Host`,
 //! the bearer token when one is configured). A wrong method on a known path
 //! is 405 with `Allow`; bad input is 400 `{"error": ...}` and writes
 //! nothing. Writes run on the blocking pool (redb fsyncs) and answer only
-//! once the keyring has committed and published the change.
+//! once the keyring has committed and published the change; each records
+//! the admin client's address in the audit trail.
 
-mod api;
+mod audit;
+mod body;
 mod guard;
+mod keys;
 mod reply;
+mod users;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -40,74 +48,167 @@ pub use self::guard::Guard;
 use self::reply::Reply;
 use crate::config::{AdminToken, Http2Limits};
 use crate::keys::Keyring;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
 use crate::server::{self, ConnSettings, ListenerOptions};
 
 /// Admin requests must send their head within this time.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The admin API is for a handful of operators and scripts.
 const MAX_CONNECTIONS: usize = 64;
+/// How long `/readyz` waits for the upstream to accept a connection.
+const READY_PROBE: Duration = Duration::from_secs(2);
 
 /// State shared by admin connections.
 #[derive(Debug)]
 pub struct Admin {
     keyring: Arc<Keyring>,
+    proxy: Arc<Proxy>,
+    metrics: Arc<Metrics>,
     guard: Guard,
 }
 
 impl Admin {
-    /// An admin API over `keyring`, answering on `local` (the bound
-    /// address, for the `Host` check).
-    pub fn new(keyring: Arc<Keyring>, local: SocketAddr, token: Option<AdminToken>) -> Self {
+    /// An admin API over `keyring` and `proxy`, answering on `local` (the
+    /// bound address, for the `Host` check).
+    pub fn new(
+        keyring: Arc<Keyring>,
+        proxy: Arc<Proxy>,
+        metrics: Arc<Metrics>,
+        local: SocketAddr,
+        token: Option<AdminToken>,
+    ) -> Self {
         Admin {
             keyring,
+            proxy,
+            metrics,
             guard: Guard::new(local, token),
         }
     }
 
-    /// Handles one admin request.
+    /// Handles one admin request from `peer`.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
+        peer: SocketAddr,
     ) -> Result<Response<Full<Bytes>>, Infallible> {
         if let Err(refusal) = self.guard.check(&request) {
             return Ok(refusal.into_response());
         }
-        Ok(self.route(request).await.into_response())
+        if request.uri().path() == "/metrics" && request.method() == Method::GET {
+            return Ok(self.metrics_response());
+        }
+        Ok(self.route(request, peer).await.into_response())
     }
 
-    async fn route(&self, request: Request<Incoming>) -> Reply {
+    fn metrics_response(&self) -> Response<Full<Bytes>> {
+        let snapshot = self.keyring.snapshot();
+        let settings = self.proxy.settings();
+        let throttled = self
+            .proxy
+            .throttle()
+            .throttled(&settings.throttle, Instant::now());
+        let text = self
+            .metrics
+            .encode(snapshot.key_count(), snapshot.blocked_count(), throttled);
+        let mut response = Response::new(Full::new(Bytes::from(text)));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
+        response
+    }
+
+    /// `GET /readyz`: 200 once the store is open and the snapshot loaded
+    /// (SPEC 7), which is true whenever this code runs. The body also says
+    /// whether the upstream accepts connections; with `?upstream=required`
+    /// an unreachable upstream makes it 503, for orchestrators that should
+    /// only route to a keygate whose application is up.
+    async fn ready(&self, query: Option<&str>) -> Reply {
+        let required = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .any(|(name, value)| name == "upstream" && value == "required");
+        let upstream = self.proxy.settings().upstream;
+        let port = upstream.authority.port_u16().unwrap_or(
+            if upstream.scheme == http::uri::Scheme::HTTPS {
+                443
+            } else {
+                80
+            },
+        );
+        let host = upstream
+            .authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let probe = tokio::time::timeout(
+            READY_PROBE,
+            tokio::net::TcpStream::connect((host.as_str(), port)),
+        )
+        .await;
+        let upstream_state = match probe {
+            Ok(Ok(_)) => None,
+            Ok(Err(error)) => Some(format!("unreachable: {error}")),
+            Err(_) => Some("unreachable: no answer within 2 s".to_owned()),
+        };
+        let keys = self.keyring.snapshot().key_count();
+        let status = if required && upstream_state.is_some() {
+            503
+        } else {
+            200
+        };
+        Reply::json(
+            status,
+            &serde_json::json!({
+                "status": if status == 200 { "ready" } else { "not ready" },
+                "store": "open",
+                "keys": keys,
+                "upstream": upstream_state.as_deref().unwrap_or("reachable"),
+            }),
+        )
+    }
+
+    async fn route(&self, request: Request<Incoming>, peer: SocketAddr) -> Reply {
         let path = request.uri().path().to_owned();
+        let query = request.uri().query().map(str::to_owned);
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
         let method = request.method().clone();
+        let client = peer.ip().to_string();
         match segments.as_slice() {
             ["healthz"] => only(&method, &[Method::GET], || {
                 Reply::json(200, &serde_json::json!({"status": "ok"}))
             }),
-            ["readyz"] => only(&method, &[Method::GET], || {
-                let snapshot = self.keyring.snapshot();
-                Reply::json(
-                    200,
-                    &serde_json::json!({"status": "ready", "keys": snapshot.key_count()}),
-                )
-            }),
+            ["readyz"] => match method {
+                Method::GET => self.ready(query.as_deref()).await,
+                _ => Reply::method_not_allowed(&[Method::GET]),
+            },
+            ["metrics"] => Reply::method_not_allowed(&[Method::GET]),
             ["v1", "keys"] => match method {
-                Method::GET => api::list_keys(&self.keyring, request.uri().query()),
-                Method::POST => api::create_key(&self.keyring, request).await,
+                Method::GET => keys::list(&self.keyring, query.as_deref()),
+                Method::POST => keys::create(&self.keyring, request, client).await,
                 _ => Reply::method_not_allowed(&[Method::GET, Method::POST]),
             },
             ["v1", "keys", id] => match method {
-                Method::GET => api::show_key(&self.keyring, id),
-                Method::DELETE => api::revoke_key(&self.keyring, id).await,
+                Method::GET => keys::show(&self.keyring, id),
+                Method::DELETE => keys::revoke(&self.keyring, id, client).await,
                 _ => Reply::method_not_allowed(&[Method::GET, Method::DELETE]),
+            },
+            ["v1", "keys", id, "rotate"] => match method {
+                Method::POST => keys::rotate(&self.keyring, id, request, client).await,
+                _ => Reply::method_not_allowed(&[Method::POST]),
             },
             ["v1", "users", user] => {
                 let user = (*user).to_owned();
                 match method {
-                    Method::GET => api::show_user(&self.keyring, &user),
-                    Method::PUT => api::set_user(&self.keyring, &user, request).await,
+                    Method::GET => users::show(&self.keyring, &user),
+                    Method::PUT => users::set(&self.keyring, &user, request, client).await,
                     _ => Reply::method_not_allowed(&[Method::GET, Method::PUT]),
                 }
             }
+            ["v1", "audit"] => match method {
+                Method::GET => audit::list(&self.keyring, query.as_deref()),
+                _ => Reply::method_not_allowed(&[Method::GET]),
+            },
             _ => Reply::error(404, "no such admin route"),
         }
     }
@@ -134,12 +235,13 @@ pub async fn serve(
         tls: None,
         max_connections: MAX_CONNECTIONS,
         grace,
+        open_connections: None,
     };
-    server::serve(listener, options, shutdown, move |_peer, _tls| {
+    server::serve(listener, options, shutdown, move |peer, _tls| {
         let admin = admin.clone();
         let service = service_fn(move |request| {
             let admin = admin.clone();
-            async move { admin.handle(request).await }
+            async move { admin.handle(request, peer).await }
         });
         let settings = ConnSettings {
             header_timeout: HEADER_TIMEOUT,

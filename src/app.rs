@@ -25,8 +25,10 @@ use crate::access_log::AccessLog;
 use crate::admin::{self, Admin};
 use crate::config::{Config, ConfigError};
 use crate::keys::{Keyring, StoreError};
+use crate::metrics::Metrics;
 use crate::proxy::{self, Proxy};
 use crate::shutdown;
+use crate::timestamp::Clock;
 use crate::tls::{Tls, TlsError};
 
 /// Why keygate could not start.
@@ -65,17 +67,39 @@ pub struct App {
 impl App {
     /// Opens the store, loads TLS, and binds both listeners.
     pub async fn bind(config: Config, log: AccessLog) -> Result<Self, StartError> {
+        Self::bind_with_clock(config, log, Clock::system()).await
+    }
+
+    /// [`App::bind`] with a given clock for key expiry (tests use a manual
+    /// one to move time without sleeping).
+    pub async fn bind_with_clock(
+        config: Config,
+        log: AccessLog,
+        clock: Clock,
+    ) -> Result<Self, StartError> {
         // Blocking I/O on purpose: nothing else runs before start-up ends.
-        let keyring = Arc::new(Keyring::open(&config.store_path)?);
+        let keyring = Arc::new(Keyring::open_with_clock(&config.store_path, clock)?);
+        let metrics = Arc::new(Metrics::new());
         let tls = match &config.tls {
             Some(files) => Some(Arc::new(Tls::load(files)?)),
             None => None,
         };
-        let proxy = Arc::new(Proxy::new(config.proxy.clone(), keyring.clone(), log)?);
+        let proxy = Arc::new(Proxy::new(
+            config.proxy.clone(),
+            keyring.clone(),
+            log,
+            metrics.clone(),
+        )?);
         let proxy_listener = bind("proxy.listen", config.proxy_listen).await?;
         let admin_listener = bind("admin.listen", config.admin_listen).await?;
         let admin_local = admin_listener.local_addr().unwrap_or(config.admin_listen);
-        let admin = Arc::new(Admin::new(keyring.clone(), admin_local, config.admin_token.clone()));
+        let admin = Arc::new(Admin::new(
+            keyring.clone(),
+            proxy.clone(),
+            metrics,
+            admin_local,
+            config.admin_token.clone(),
+        ));
         Ok(App {
             config,
             keyring,
@@ -89,12 +113,16 @@ impl App {
 
     /// The bound proxy address (useful with port 0).
     pub fn proxy_addr(&self) -> SocketAddr {
-        self.proxy_listener.local_addr().unwrap_or(self.config.proxy_listen)
+        self.proxy_listener
+            .local_addr()
+            .unwrap_or(self.config.proxy_listen)
     }
 
     /// The bound admin address.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_listener.local_addr().unwrap_or(self.config.admin_listen)
+        self.admin_listener
+            .local_addr()
+            .unwrap_or(self.config.admin_listen)
     }
 
     /// The keyring.
@@ -118,7 +146,8 @@ impl App {
         }
     }
 
-    /// Serves both listeners until `shutdown` resolves, then drains them.
+    /// Serves both listeners until `shutdown` resolves, then drains them
+    /// and writes the last-use times recorded since the latest flush.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let grace = self.config.shutdown_grace;
         let (trigger, watch) = shutdown::channel();
@@ -126,6 +155,12 @@ impl App {
             shutdown.await;
             trigger.fire();
         };
+        let flusher = tokio::spawn(flush_last_used_every(
+            self.keyring.clone(),
+            self.config.last_used_flush,
+            watch.clone().wait(),
+        ));
+        let keyring = self.keyring.clone();
         tokio::join!(
             proxy::serve(
                 self.proxy_listener,
@@ -138,6 +173,38 @@ impl App {
             admin::serve(self.admin_listener, self.admin, watch.wait(), grace),
             signal,
         );
+        let _ = flusher.await;
+        // Requests have drained: this flush has every use there will be.
+        flush_last_used(&keyring).await;
+    }
+}
+
+/// Writes last-use times every `interval` until `stop` resolves. Each key's
+/// time is written at most once per interval, in one batch transaction.
+async fn flush_last_used_every(
+    keyring: Arc<Keyring>,
+    interval: std::time::Duration,
+    stop: impl Future<Output = ()>,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await; // the first tick is immediate
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = ticks.tick() => flush_last_used(&keyring).await,
+        }
+    }
+}
+
+async fn flush_last_used(keyring: &Arc<Keyring>) {
+    let keyring = keyring.clone();
+    match tokio::task::spawn_blocking(move || keyring.flush_last_used()).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::debug!(keys = n, "last-use times written"),
+        Ok(Err(error)) => tracing::warn!(%error, "cannot write last-use times; will retry"),
+        Err(error) => tracing::warn!(%error, "last-use flush task failed"),
     }
 }
 
@@ -180,6 +247,12 @@ impl Reloader {
     /// Everything is validated before anything is swapped, so an error
     /// leaves the running settings untouched.
     pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let result = self.try_reload();
+        self.proxy.metrics().reload(result.is_ok());
+        result
+    }
+
+    fn try_reload(&self) -> Result<ReloadReport, ReloadError> {
         let new = Config::load(Some(&self.source))?;
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let mut report = ReloadReport::default();
@@ -196,15 +269,29 @@ impl Reloader {
                 != running.admin_token.as_ref().map(|t| t.expose().to_owned()),
             "admin.token",
         );
-        restart(new.max_connections != running.max_connections, "proxy.max_connections");
-        restart(new.worker_threads != running.worker_threads, "proxy.worker_threads");
-        restart(new.shutdown_grace != running.shutdown_grace, "proxy.shutdown_grace_secs");
-        restart(new.proxy.access_log != running.proxy.access_log, "log.access");
+        restart(
+            new.max_connections != running.max_connections,
+            "proxy.max_connections",
+        );
+        restart(
+            new.worker_threads != running.worker_threads,
+            "proxy.worker_threads",
+        );
+        restart(
+            new.shutdown_grace != running.shutdown_grace,
+            "proxy.shutdown_grace_secs",
+        );
+        restart(
+            new.proxy.access_log != running.proxy.access_log,
+            "log.access",
+        );
         restart(new.tls.is_some() != self.tls.is_some(), "proxy.tls");
 
         // Validate everything that touches files before swapping anything.
         let server_tls = match (&self.tls, &new.tls) {
-            (Some(_), Some(files)) => Some(crate::tls::server_config(files).map(|_| files.clone())?),
+            (Some(_), Some(files)) => {
+                Some(crate::tls::server_config(files).map(|_| files.clone())?)
+            }
             _ => None,
         };
         crate::tls::upstream_client_config(new.proxy.upstream_ca.as_deref())?;
@@ -227,6 +314,7 @@ impl Reloader {
         applied.worker_threads = running.worker_threads;
         applied.shutdown_grace = running.shutdown_grace;
         applied.proxy.access_log = running.proxy.access_log;
+        applied.last_used_flush = running.last_used_flush;
         if self.tls.is_none() {
             applied.tls = None;
         }

@@ -56,6 +56,17 @@ pub enum Command {
     /// Block or unblock users.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Show the audit trail (key and user changes), oldest first.
+    Audit {
+        /// Events after this sequence number, or since this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many events (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Check readiness (store loaded, upstream reachable); exit 0 if ready.
+    Health,
 }
 
 /// `keygate keys ...`.
@@ -73,8 +84,20 @@ pub enum KeysCommand {
         #[arg(long, default_value = "/api/")]
         path: String,
         /// Expiry time, RFC 3339 (e.g. 2030-01-31T00:00:00Z).
-        #[arg(long, value_name = "TIME")]
+        #[arg(long, value_name = "TIME", conflicts_with = "expires_in")]
         expires_at: Option<String>,
+        /// Expiry as a duration from now (e.g. 90d, 12h, 30m).
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<humantime::Duration>,
+    },
+    /// Replace a key with a new one (same user, name, scope and expiry).
+    Rotate {
+        /// Key id of the key to replace.
+        id: String,
+        /// How long the old key keeps working (e.g. 24h); revoked at once
+        /// without it.
+        #[arg(long, value_name = "DURATION")]
+        grace: Option<humantime::Duration>,
     },
     /// List keys (never their secrets).
     List {
@@ -129,8 +152,15 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
             name,
             path,
             expires_at,
+            expires_in,
         }) => {
             let mut body = json!({"user": user, "name": name, "path": path});
+            let expires_at = expires_at.or_else(|| {
+                expires_in.map(|d| {
+                    let at = std::time::SystemTime::now() + std::time::Duration::from(d);
+                    humantime::format_rfc3339_seconds(at).to_string()
+                })
+            });
             if let Some(at) = expires_at {
                 body["expires_at"] = Value::String(at);
             }
@@ -193,6 +223,76 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
                 "last_used_at",
             ] {
                 println!("{field:<13} {}", text(&shown[field]));
+            }
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Rotate { id, grace }) => {
+            let grace_secs = grace.map_or(0, |g| std::time::Duration::from(g).as_secs());
+            let path = format!("/v1/keys/{}/rotate", encode(&id));
+            let rotated = client
+                .call(Method::POST, &path, Some(json!({"grace_secs": grace_secs})))
+                .await?;
+            if global.json {
+                println!("{rotated}");
+                return Ok(());
+            }
+            match rotated["old"]["expires_at"].as_str() {
+                Some(until) if rotated["old"]["revoked"] == Value::Bool(false) => {
+                    eprintln!("Rotated key {id}: it keeps working until {until}.")
+                }
+                _ => eprintln!("Rotated key {id}: it is revoked."),
+            }
+            eprintln!(
+                "New key {} for user {} (\"{}\"), scope {}.",
+                text(&rotated["id"]),
+                text(&rotated["user"]),
+                text(&rotated["name"]),
+                text(&rotated["path"]),
+            );
+            eprintln!("This is the only time the key is shown. Store it now:");
+            println!("{}", text(&rotated["key"]));
+            Ok(())
+        }
+        Command::Audit { since, limit } => {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            if let Some(since) = &since {
+                query.append_pair("since", since);
+            }
+            query.append_pair("limit", &limit.to_string());
+            let page = client
+                .call(Method::GET, &format!("/v1/audit?{}", query.finish()), None)
+                .await?;
+            if global.json {
+                println!("{page}");
+                return Ok(());
+            }
+            for event in page["events"].as_array().into_iter().flatten() {
+                println!(
+                    "{:>6}  {}  {:<14}  user={} key={}{}  client={}",
+                    text(&event["seq"]),
+                    text(&event["time"]),
+                    text(&event["action"]),
+                    text(&event["user"]),
+                    text(&event["key_id"]),
+                    match event["new_key_id"].as_str() {
+                        Some(new) => format!(" new_key={new}"),
+                        None => String::new(),
+                    },
+                    text(&event["client"]),
+                );
+            }
+            Ok(())
+        }
+        Command::Health => {
+            let ready = client.call(Method::GET, "/readyz", None).await?;
+            if global.json {
+                println!("{ready}");
+            } else {
+                println!(
+                    "{}: upstream {}",
+                    text(&ready["status"]),
+                    text(&ready["upstream"])
+                );
             }
             Ok(())
         }

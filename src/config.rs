@@ -196,6 +196,8 @@ pub struct Config {
     pub admin_token: Option<AdminToken>,
     /// The redb file.
     pub store_path: PathBuf,
+    /// How often last-use times are written to the store.
+    pub last_used_flush: Duration,
     /// How long a shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
     /// TLS termination, if configured.
@@ -284,10 +286,16 @@ impl Config {
             None => None,
             Some(tls) => {
                 if tls.cert.trim().is_empty() {
-                    return Err(invalid("proxy.tls.cert", "must name a PEM certificate file".into()));
+                    return Err(invalid(
+                        "proxy.tls.cert",
+                        "must name a PEM certificate file".into(),
+                    ));
                 }
                 if tls.key.trim().is_empty() {
-                    return Err(invalid("proxy.tls.key", "must name a PEM private key file".into()));
+                    return Err(invalid(
+                        "proxy.tls.key",
+                        "must name a PEM private key file".into(),
+                    ));
                 }
                 Some(TlsFiles {
                     cert: PathBuf::from(&tls.cert),
@@ -311,23 +319,39 @@ impl Config {
         let max_connections = usize::try_from(raw.proxy.max_connections)
             .ok()
             .filter(|n| (1..=1_000_000).contains(n))
-            .ok_or_else(|| invalid("proxy.max_connections", "must be between 1 and 1000000".into()))?;
+            .ok_or_else(|| {
+                invalid(
+                    "proxy.max_connections",
+                    "must be between 1 and 1000000".into(),
+                )
+            })?;
         let max_header_bytes = usize::try_from(raw.proxy.max_header_bytes)
             .ok()
             .filter(|n| (8 * 1024..=1024 * 1024).contains(n))
             .ok_or_else(|| {
-                invalid("proxy.max_header_bytes", "must be between 8192 and 1048576".into())
+                invalid(
+                    "proxy.max_header_bytes",
+                    "must be between 8192 and 1048576".into(),
+                )
             })?;
         let worker_threads = match raw.proxy.worker_threads {
             0 => None,
             n @ 1..=1024 => Some(n as usize),
-            _ => return Err(invalid("proxy.worker_threads", "must be between 0 (one per core) and 1024".into())),
+            _ => {
+                return Err(invalid(
+                    "proxy.worker_threads",
+                    "must be between 0 (one per core) and 1024".into(),
+                ))
+            }
         };
         let max_concurrent_streams = u32::try_from(raw.proxy.http2.max_concurrent_streams)
             .ok()
             .filter(|n| (1..=10_000).contains(n))
             .ok_or_else(|| {
-                invalid("proxy.http2.max_concurrent_streams", "must be between 1 and 10000".into())
+                invalid(
+                    "proxy.http2.max_concurrent_streams",
+                    "must be between 1 and 10000".into(),
+                )
             })?;
         let keep_alive = positive_secs(raw.proxy.http2.keep_alive_secs)
             .map_err(|r| invalid("proxy.http2.keep_alive_secs", r))?;
@@ -356,6 +380,8 @@ impl Config {
         if raw.store.path.trim().is_empty() {
             return Err(invalid("store.path", "must not be empty".into()));
         }
+        let last_used_flush = positive_secs(raw.store.last_used_flush_secs)
+            .map_err(|r| invalid("store.last_used_flush_secs", r))?;
 
         let max_failures = u32::try_from(raw.throttle.max_failures)
             .ok()
@@ -384,6 +410,7 @@ impl Config {
             admin_listen,
             admin_token,
             store_path: PathBuf::from(raw.store.path),
+            last_used_flush,
             shutdown_grace,
             tls,
             max_connections,
@@ -469,7 +496,9 @@ fn parse_upstream(text: &str) -> Result<UpstreamOrigin, String> {
         .cloned()
         .ok_or("must start with http:// or https://")?;
     if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-        return Err(format!("scheme {scheme} is not supported; use http:// or https://"));
+        return Err(format!(
+            "scheme {scheme} is not supported; use http:// or https://"
+        ));
     }
     let authority = uri.authority().cloned().ok_or("must name a host")?;
     if authority.as_str().contains('@') {

@@ -13,8 +13,11 @@
 //! - [`Snapshot`]: an immutable, persistent (structurally shared) view of all
 //!   keys and blocked users. The request path reads it without locks or I/O.
 //! - [`Keyring`]: commits each change durably, then publishes a new snapshot
-//!   with a single atomic swap.
+//!   with a single atomic swap; also rotation and last-use flushing.
+//! - [`AuditEvent`]: the trail of every change, written in the change's own
+//!   transaction.
 
+mod audit;
 mod key;
 mod keyring;
 mod record;
@@ -22,9 +25,10 @@ mod snapshot;
 mod store;
 mod user;
 
+pub use audit::{Action, AuditEvent};
 pub use key::{ApiKey, KeyId, PresentedKey, SecretHash, ID_LEN, KEY_LEN};
-pub use keyring::{CreateError, Keyring, NewKey};
+pub use keyring::{CreateError, Keyring, NewKey, Rotated};
 pub use record::KeyRecord;
 pub use snapshot::{Entry, Snapshot, Verified};
-pub use store::{Contents, Store, StoreError};
+pub use store::{AuditFrom, Contents, Store, StoreError};
 pub use user::{UserId, UserIdError};

@@ -49,6 +49,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod keys;
+pub mod metrics;
 pub mod proxy;
 pub mod scope;
 mod server;

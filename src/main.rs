@@ -67,7 +67,9 @@ async fn run(config: Config) -> ExitCode {
             Ok(reloads) => {
                 tokio::spawn(reloads);
             }
-            Err(error) => tracing::warn!(%error, "cannot listen for SIGHUP; reload needs a restart"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; reload needs a restart")
+            }
         }
     }
     tracing::info!(

@@ -49,10 +49,11 @@ use crate::access_log::AccessLog;
 use crate::auth::{self, AuthContext, Credentials, Identity, Throttle};
 use crate::config::ProxySettings;
 use crate::keys::Keyring;
+use crate::metrics::Metrics;
 use crate::server::{self, ConnSettings, ListenerOptions};
-use crate::tls::{Tls, TlsError};
 use crate::target::Target;
 use crate::timestamp::Timestamp;
+use crate::tls::{Tls, TlsError};
 
 /// State shared by every proxied connection.
 #[derive(Debug)]
@@ -61,6 +62,7 @@ pub struct Proxy {
     keyring: Arc<Keyring>,
     throttle: Throttle,
     log: AccessLog,
+    metrics: Arc<Metrics>,
 }
 
 /// What a reload replaces, together: the settings and the upstream client
@@ -81,13 +83,24 @@ impl Live {
 impl Proxy {
     /// A proxy over `keyring` with `settings`. Fails only if the upstream
     /// CA file cannot be used.
-    pub fn new(settings: ProxySettings, keyring: Arc<Keyring>, log: AccessLog) -> Result<Self, TlsError> {
+    pub fn new(
+        settings: ProxySettings,
+        keyring: Arc<Keyring>,
+        log: AccessLog,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, TlsError> {
         Ok(Proxy {
             live: ArcSwap::from_pointee(Live::new(settings)?),
             keyring,
             throttle: Throttle::new(),
             log,
+            metrics,
         })
+    }
+
+    /// The metrics this proxy records.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Replaces the settings (and the upstream client); requests that start
@@ -125,23 +138,31 @@ impl Proxy {
         };
         let client = headers::client_address(&peer, request.headers(), settings);
         let started = Instant::now();
-        let time = Timestamp::now();
+        let time = self.keyring.clock().now();
 
         let version = request.version();
-        let (admitted, identity) =
-            match self.admit(request, settings, &peer, client, time, started) {
-                Ok(admitted) => admitted,
-                Err(rejected) => return Ok(self.refuse(rejected, version)),
-            };
+        let (admitted, identity) = match self.admit(request, settings, &peer, client, time, started)
+        {
+            Ok(admitted) => admitted,
+            Err(rejected) => return Ok(self.refuse(rejected, version)),
+        };
         let Admitted {
             request,
             info,
             upgrade,
         } = admitted;
 
+        let sent = Instant::now();
         let mut response = match live.upstream.send(request, settings.upstream_timeout).await {
-            Ok(response) => response,
+            Ok(response) => {
+                self.metrics.upstream(sent.elapsed());
+                response
+            }
             Err(refusal) => {
+                self.metrics.upstream_error(match refusal {
+                    Refusal::BadGateway(cause) => cause.as_str(),
+                    _ => "timeout",
+                });
                 let rejected = Rejected {
                     refusal,
                     info,
@@ -174,16 +195,19 @@ impl Proxy {
             if let Some(protocol) = upgrade_protocol {
                 parts.headers.insert(UPGRADE, protocol);
             }
-            parts.headers.insert(CONNECTION, http::HeaderValue::from_static("upgrade"));
+            parts
+                .headers
+                .insert(CONNECTION, http::HeaderValue::from_static("upgrade"));
             tokio::spawn(relay_upgraded(client, upstream));
         }
-        let log = PendingLog::new(
+        let log = Some(PendingLog::new(
             &self.log,
+            &self.metrics,
             info,
             parts.status,
             identity.outcome(),
             identity.headers(),
-        );
+        ));
         let body = ResponseBody::upstream(TimedBody::new(body, settings.body_timeout), log);
         Ok(Response::from_parts(parts, body))
     }
@@ -246,13 +270,17 @@ impl Proxy {
         };
         let (entry, forwarded) = match identity {
             Identity::Anonymous => (None, Forwarded::Anonymous),
-            Identity::Key(entry) => (
-                Some(entry),
-                Forwarded::Key {
-                    user: entry.user_header.clone(),
-                    key_id: entry.id_header.clone(),
-                },
-            ),
+            Identity::Key(entry) => {
+                // Last use, in memory only: the keyring writes it later.
+                entry.touch(time);
+                (
+                    Some(entry),
+                    Forwarded::Key {
+                        user: entry.user_header.clone(),
+                        key_id: entry.id_header.clone(),
+                    },
+                )
+            }
         };
 
         // A WebSocket-style upgrade (HTTP/1.1 only): keep the client's half
@@ -276,7 +304,9 @@ impl Proxy {
         headers::rewrite_request(&mut parts.headers, settings, peer, entry);
         if let Some(protocol) = upgrade_protocol {
             parts.headers.insert(UPGRADE, protocol);
-            parts.headers.insert(CONNECTION, http::HeaderValue::from_static("upgrade"));
+            parts
+                .headers
+                .insert(CONNECTION, http::HeaderValue::from_static("upgrade"));
         }
         drop(snapshot);
 
@@ -314,13 +344,14 @@ impl Proxy {
         if refusal.blame() == Blame::Upstream {
             tracing::warn!(outcome = refusal.outcome(), "request failed upstream");
         }
-        let log = PendingLog::new(
+        let log = Some(PendingLog::new(
             &self.log,
+            &self.metrics,
             info,
             refusal.status(),
             refusal.outcome(),
             identity.as_ref().map(|(user, id)| (user, id)),
-        );
+        ));
         let mut response = refusal
             .into_response::<ResponseBody>()
             .map(|b| b.with_log(log));
@@ -466,6 +497,7 @@ pub async fn serve(
         tls,
         max_connections,
         grace,
+        open_connections: Some(proxy.metrics.open_connections.clone()),
     };
     server::serve(listener, options, shutdown, move |peer, tls| {
         let settings = {

@@ -32,6 +32,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use prometheus_client::metrics::gauge::Gauge;
+
 use crate::config::Http2Limits;
 use crate::tls::Tls;
 
@@ -64,6 +66,8 @@ pub(crate) struct ListenerOptions {
     pub(crate) max_connections: usize,
     /// How long a shutdown waits for connections to finish.
     pub(crate) grace: Duration,
+    /// Counts open connections, when this listener is measured.
+    pub(crate) open_connections: Option<Gauge>,
 }
 
 /// Serves `listener` until `shutdown` resolves, then drains. `connection`
@@ -117,12 +121,18 @@ pub(crate) async fn serve<S, B>(
         let mut stop = stop_rx.clone();
         let alive = alive_tx.clone();
         let tls = options.tls.clone();
+        let open = options.open_connections.clone();
+        if let Some(open) = &open {
+            open.inc();
+        }
         tokio::spawn(async move {
             let result = match tls {
                 None => serve_http1(stream, service, &settings, &mut stop).await,
                 Some(tls) => {
-                    let handshake =
-                        tokio::time::timeout(settings.header_timeout, tls.acceptor().accept(stream));
+                    let handshake = tokio::time::timeout(
+                        settings.header_timeout,
+                        tls.acceptor().accept(stream),
+                    );
                     let stream = tokio::select! {
                         handshake = handshake => match handshake {
                             Ok(Ok(stream)) => Some(stream),
@@ -146,6 +156,9 @@ pub(crate) async fn serve<S, B>(
             if let Err(error) = result {
                 tracing::debug!(listener = name, %peer, %error, "connection ended with an error");
             }
+            if let Some(open) = open {
+                open.dec();
+            }
             drop(alive);
             drop(slot);
         });
@@ -154,7 +167,10 @@ pub(crate) async fn serve<S, B>(
     tracing::debug!(listener = name, "stopped accepting; draining connections");
     let _ = stop_tx.send(true);
     drop(alive_tx);
-    if tokio::time::timeout(options.grace, alive_rx.recv()).await.is_err() {
+    if tokio::time::timeout(options.grace, alive_rx.recv())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             listener = name,
             grace_secs = options.grace.as_secs(),

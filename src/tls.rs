@@ -66,7 +66,12 @@ pub struct TlsFiles {
 
 impl fmt::Debug for TlsFiles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TlsFiles(cert: {}, key: {})", self.cert.display(), self.key.display())
+        write!(
+            f,
+            "TlsFiles(cert: {}, key: {})",
+            self.cert.display(),
+            self.key.display()
+        )
     }
 }
 
@@ -95,9 +100,19 @@ pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     let cert_pem = read("proxy.tls.cert", &files.cert)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| content("proxy.tls.cert", &files.cert, format!("is not valid PEM: {e}")))?;
+        .map_err(|e| {
+            content(
+                "proxy.tls.cert",
+                &files.cert,
+                format!("is not valid PEM: {e}"),
+            )
+        })?;
     if certs.is_empty() {
-        return Err(content("proxy.tls.cert", &files.cert, "contains no CERTIFICATE"));
+        return Err(content(
+            "proxy.tls.cert",
+            &files.cert,
+            "contains no CERTIFICATE",
+        ));
     }
     let key_pem = read("proxy.tls.key", &files.key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
@@ -169,14 +184,24 @@ pub fn upstream_client_config(ca: Option<&Path>) -> Result<ClientConfig, TlsErro
             let pem = read("proxy.upstream_ca", path)?;
             let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
                 .collect::<Result<_, _>>()
-                .map_err(|e| content("proxy.upstream_ca", path, format!("is not valid PEM: {e}")))?;
+                .map_err(|e| {
+                    content("proxy.upstream_ca", path, format!("is not valid PEM: {e}"))
+                })?;
             if certs.is_empty() {
-                return Err(content("proxy.upstream_ca", path, "contains no CERTIFICATE"));
+                return Err(content(
+                    "proxy.upstream_ca",
+                    path,
+                    "contains no CERTIFICATE",
+                ));
             }
             for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| content("proxy.upstream_ca", path, format!("holds an unusable CA certificate: {e}")))?;
+                roots.add(cert).map_err(|e| {
+                    content(
+                        "proxy.upstream_ca",
+                        path,
+                        format!("holds an unusable CA certificate: {e}"),
+                    )
+                })?;
             }
         }
     }

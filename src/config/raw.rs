@@ -103,12 +103,14 @@ impl Default for RawAdmin {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawStore {
     pub(super) path: String,
+    pub(super) last_used_flush_secs: u64,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
         RawStore {
             path: "data/keygate.redb".into(),
+            last_used_flush_secs: 60,
         }
     }
 }

@@ -5,7 +5,14 @@
 //! keyring can build the next snapshot beside the current one without
 //! copying a million entries per admin write. Each entry also carries the
 //! header values the proxy injects, built once here rather than per request.
+//!
+//! Each entry also holds the key's last-use time as an atomic: the request
+//! path records a use with one relaxed load (and a store at most once a
+//! second per key), no lock and no I/O. Entries are shared between
+//! snapshots (`Arc`), so the time survives every swap; the keyring writes
+//! the times to the store in batches.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use http::HeaderValue;
@@ -22,10 +29,46 @@ pub struct Entry {
     pub user_header: HeaderValue,
     /// The key id, ready to be the key-id header's value.
     pub id_header: HeaderValue,
+    /// Latest use, Unix seconds (0: never).
+    last_used: AtomicI64,
+    /// The latest use already written to the store.
+    persisted: AtomicI64,
 }
 
 impl Entry {
-    fn new(record: KeyRecord) -> Arc<Self> {
+    /// Records a use at `now`. Lock-free; stores only when the second
+    /// changed, so a busy key does not bounce its cache line on every
+    /// request.
+    #[inline]
+    pub fn touch(&self, now: Timestamp) {
+        let now = now.unix();
+        if self.last_used.load(Ordering::Relaxed) < now {
+            self.last_used.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// The latest use, live (including uses not yet written to the store).
+    pub fn last_used(&self) -> Option<Timestamp> {
+        match self.last_used.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(Timestamp::from_unix(at)),
+        }
+    }
+
+    /// The latest use if it has not been written to the store yet.
+    pub(crate) fn unpersisted_use(&self) -> Option<Timestamp> {
+        let used = self.last_used.load(Ordering::Relaxed);
+        (used > self.persisted.load(Ordering::Relaxed)).then(|| Timestamp::from_unix(used))
+    }
+
+    /// Marks a use as written to the store.
+    pub(crate) fn mark_persisted(&self, at: Timestamp) {
+        self.persisted.fetch_max(at.unix(), Ordering::Relaxed);
+    }
+
+    /// An entry for a record, with header values built once.
+    pub fn new(record: KeyRecord) -> Arc<Self> {
+        let used = record.last_used_at.map_or(0, Timestamp::unix);
         // Both strings were validated to a header-safe alphabet.
         let user_header = HeaderValue::from_str(record.user.as_str())
             .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
@@ -35,7 +78,22 @@ impl Entry {
             record,
             user_header,
             id_header,
+            last_used: AtomicI64::new(used),
+            persisted: AtomicI64::new(used),
         })
+    }
+
+    /// A new entry for an updated record of the same key, keeping the
+    /// last-use times recorded on this one.
+    fn updated(&self, record: KeyRecord) -> Arc<Self> {
+        let entry = Entry::new(record);
+        entry
+            .last_used
+            .fetch_max(self.last_used.load(Ordering::Relaxed), Ordering::Relaxed);
+        entry
+            .persisted
+            .fetch_max(self.persisted.load(Ordering::Relaxed), Ordering::Relaxed);
+        entry
     }
 }
 
@@ -102,9 +160,19 @@ impl Snapshot {
         self.keys.get(id).map(|e| &e.record)
     }
 
+    /// One key's entry (record plus live last-use time) by id.
+    pub fn entry(&self, id: &KeyId) -> Option<&Entry> {
+        self.keys.get(id).map(|e| &**e)
+    }
+
     /// Every key, in no particular order.
     pub fn keys(&self) -> impl Iterator<Item = &KeyRecord> {
         self.keys.values().map(|e| &e.record)
+    }
+
+    /// Every key's entry, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.keys.values().map(|e| &**e)
     }
 
     /// Number of keys.
@@ -120,7 +188,11 @@ impl Snapshot {
     /// This snapshot with one key added or replaced.
     pub(crate) fn with_key(&self, record: KeyRecord) -> Self {
         let mut next = self.clone();
-        next.keys.insert(record.id, Entry::new(record));
+        let entry = match self.keys.get(&record.id) {
+            Some(old) => old.updated(record),
+            None => Entry::new(record),
+        };
+        next.keys.insert(entry.record.id, entry);
         next
     }
 

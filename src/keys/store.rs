@@ -1,32 +1,44 @@
-//! The redb key store: keys, users and a schema version.
+//! The redb key store: keys, users, last-use times, the audit trail and a
+//! schema version.
 //!
 //! Tables:
 //!
-//! | table   | key            | value                                  |
-//! |---------|----------------|----------------------------------------|
-//! | `meta`  | `"schema"`     | schema version (`u64`)                 |
-//! | `keys`  | key id (`str`) | versioned record ([`KeyRecord`])       |
-//! | `users` | user id        | `1` when blocked (absent = active)     |
+//! | table       | key            | value                                 |
+//! |-------------|----------------|---------------------------------------|
+//! | `meta`      | `"schema"`     | schema version (`u64`)                |
+//! | `keys`      | key id (`str`) | versioned record ([`KeyRecord`])      |
+//! | `users`     | user id        | `1` when blocked (absent = active)    |
+//! | `last_used` | key id         | Unix seconds of the latest use        |
+//! | `audit`     | sequence `u64` | JSON [`AuditEvent`]                   |
 //!
-//! Every write is its own transaction committed with redb's default
-//! `Durability::Immediate`: when a method returns `Ok`, the change survives
-//! a `kill -9` or a power cut. redb takes a file lock, so a second process
-//! (a second `keygate serve`, say) gets a clear "already open" error instead
-//! of a corrupted file. The store is only read in full once, at start-up;
-//! the request path reads the in-memory [`super::Snapshot`] instead.
+//! Every change is one transaction committed with redb's default
+//! `Durability::Immediate`, and carries its audit event: when a method
+//! returns `Ok`, the change and its record survive a `kill -9` or a power
+//! cut. Last-use times live in their own table so that recording them is
+//! a small batched write, never a rewrite of key records. redb takes a
+//! file lock, so a second process (a second `keygate serve`) gets a clear
+//! "already open" error instead of a corrupted file. The store is read in
+//! full only at start-up; the request path reads the in-memory
+//! [`super::Snapshot`].
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
+use super::audit::AuditEvent;
 use super::record::DecodeError;
 use super::{KeyId, KeyRecord, UserId};
+use crate::timestamp::Timestamp;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const USERS: TableDefinition<&str, u8> = TableDefinition::new("users");
+const LAST_USED: TableDefinition<&str, i64> = TableDefinition::new("last_used");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
-/// The schema this build reads and writes.
+/// The schema this build reads and writes. Tables added since version 1
+/// (`last_used`, `audit`) are created on open; no record changed shape.
 const SCHEMA_VERSION: u64 = 1;
 
 /// A store failure. Messages name the file, never a key's secret.
@@ -76,6 +88,9 @@ pub enum StoreError {
     /// A record could not be encoded.
     #[error("cannot encode record: {0}")]
     Encode(#[from] postcard::Error),
+    /// An audit event could not be encoded or decoded.
+    #[error("audit event: {0}")]
+    Audit(#[from] serde_json::Error),
 }
 
 impl StoreError {
@@ -87,16 +102,28 @@ impl StoreError {
 /// Everything the store holds, as read at start-up.
 #[derive(Debug, Default)]
 pub struct Contents {
-    /// All keys.
+    /// All keys (with their last-use times merged in).
     pub keys: Vec<KeyRecord>,
     /// Users currently blocked.
     pub blocked: Vec<UserId>,
+}
+
+/// Which audit events to list.
+#[derive(Debug, Clone, Copy)]
+pub enum AuditFrom {
+    /// Events after this sequence number.
+    After(u64),
+    /// Events at or after this time.
+    Since(Timestamp),
 }
 
 /// An open redb key store.
 #[derive(Debug)]
 pub struct Store {
     db: Database,
+    /// Write transactions committed since open: lets tests prove that the
+    /// request path never writes.
+    writes: AtomicU64,
 }
 
 impl Store {
@@ -117,15 +144,35 @@ impl Store {
                 source,
             },
         })?;
-        let store = Store { db };
+        let store = Store {
+            db,
+            writes: AtomicU64::new(0),
+        };
         store.init_schema(path)?;
+        store.writes.store(0, Ordering::Relaxed);
         Ok(store)
+    }
+
+    /// Write transactions committed since open.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Runs `change` in one write transaction and commits it durably.
+    fn write<T>(
+        &self,
+        change: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let txn = self.db.begin_write().map_err(StoreError::redb)?;
+        let value = change(&txn)?;
+        txn.commit().map_err(StoreError::redb)?;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(value)
     }
 
     /// Stamps a new file with the schema version, or checks an old one's.
     fn init_schema(&self, path: &Path) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(StoreError::redb)?;
-        {
+        self.write(|txn| {
             let mut meta = txn.open_table(META).map_err(StoreError::redb)?;
             let found = meta
                 .get("schema")
@@ -144,18 +191,20 @@ impl Store {
                         .map_err(StoreError::redb)?;
                 }
             }
-            // Create the other tables so that readers never meet a missing one.
+            // Create every table so that readers never meet a missing one.
             txn.open_table(KEYS).map_err(StoreError::redb)?;
             txn.open_table(USERS).map_err(StoreError::redb)?;
-        }
-        txn.commit().map_err(StoreError::redb)?;
-        Ok(())
+            txn.open_table(LAST_USED).map_err(StoreError::redb)?;
+            txn.open_table(AUDIT).map_err(StoreError::redb)?;
+            Ok(())
+        })
     }
 
     /// Reads every key and blocked user.
     pub fn load(&self) -> Result<Contents, StoreError> {
         let txn = self.db.begin_read().map_err(StoreError::redb)?;
         let keys_table = txn.open_table(KEYS).map_err(StoreError::redb)?;
+        let last_used = txn.open_table(LAST_USED).map_err(StoreError::redb)?;
         let mut contents = Contents::default();
         for entry in keys_table.iter().map_err(StoreError::redb)? {
             let (id, value) = entry.map_err(StoreError::redb)?;
@@ -164,11 +213,14 @@ impl Store {
                 id: id_text.escape_default().to_string(),
                 source: DecodeError::Invalid("key id"),
             })?;
-            let record =
+            let mut record =
                 KeyRecord::decode(id, value.value()).map_err(|source| StoreError::Corrupt {
                     id: id.to_string(),
                     source,
                 })?;
+            if let Some(used) = last_used.get(id.as_str()).map_err(StoreError::redb)? {
+                record.last_used_at = Some(Timestamp::from_unix(used.value()));
+            }
             contents.keys.push(record);
         }
         let users = txn.open_table(USERS).map_err(StoreError::redb)?;
@@ -185,41 +237,144 @@ impl Store {
         Ok(contents)
     }
 
-    /// Durably inserts a new key record.
-    pub fn insert_key(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        let bytes = record.encode()?;
-        let txn = self.db.begin_write().map_err(StoreError::redb)?;
-        {
-            let mut keys = txn.open_table(KEYS).map_err(StoreError::redb)?;
-            keys.insert(record.id.as_str(), bytes.as_slice())
-                .map_err(StoreError::redb)?;
-        }
-        txn.commit().map_err(StoreError::redb)
+    fn append_audit(txn: &WriteTransaction, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut audit = txn.open_table(AUDIT).map_err(StoreError::redb)?;
+        let next = audit
+            .last()
+            .map_err(StoreError::redb)?
+            .map_or(1, |(seq, _)| seq.value() + 1);
+        let bytes = serde_json::to_vec(event)?;
+        audit
+            .insert(next, bytes.as_slice())
+            .map_err(StoreError::redb)?;
+        Ok(())
     }
 
-    /// Durably removes a key; `false` if there was none.
-    pub fn remove_key(&self, id: KeyId) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write().map_err(StoreError::redb)?;
-        let existed = {
-            let mut keys = txn.open_table(KEYS).map_err(StoreError::redb)?;
-            let removed = keys.remove(id.as_str()).map_err(StoreError::redb)?;
-            removed.is_some()
-        };
-        txn.commit().map_err(StoreError::redb)?;
+    fn put_key(txn: &WriteTransaction, record: &KeyRecord) -> Result<(), StoreError> {
+        let bytes = record.encode()?;
+        let mut keys = txn.open_table(KEYS).map_err(StoreError::redb)?;
+        keys.insert(record.id.as_str(), bytes.as_slice())
+            .map_err(StoreError::redb)?;
+        Ok(())
+    }
+
+    fn delete_key(txn: &WriteTransaction, id: KeyId) -> Result<bool, StoreError> {
+        let mut keys = txn.open_table(KEYS).map_err(StoreError::redb)?;
+        let existed = keys
+            .remove(id.as_str())
+            .map_err(StoreError::redb)?
+            .is_some();
+        let mut last_used = txn.open_table(LAST_USED).map_err(StoreError::redb)?;
+        last_used.remove(id.as_str()).map_err(StoreError::redb)?;
         Ok(existed)
     }
 
-    /// Durably records whether a user is blocked.
-    pub fn set_blocked(&self, user: &UserId, blocked: bool) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(StoreError::redb)?;
-        {
-            let mut users = txn.open_table(USERS).map_err(StoreError::redb)?;
-            if blocked {
-                users.insert(user.as_str(), 1u8).map_err(StoreError::redb)?;
+    /// Durably inserts a new key record, with its audit event.
+    pub fn insert_key(&self, record: &KeyRecord, event: &AuditEvent) -> Result<(), StoreError> {
+        self.write(|txn| {
+            Self::put_key(txn, record)?;
+            Self::append_audit(txn, event)
+        })
+    }
+
+    /// Durably removes a key, with its audit event; `false` if there was none.
+    pub fn remove_key(&self, id: KeyId, event: &AuditEvent) -> Result<bool, StoreError> {
+        self.write(|txn| {
+            let existed = Self::delete_key(txn, id)?;
+            if existed {
+                Self::append_audit(txn, event)?;
+            }
+            Ok(existed)
+        })
+    }
+
+    /// Durably rotates a key in one transaction: the new key is inserted,
+    /// and the old one is either updated (a grace period) or removed.
+    pub fn rotate_key(
+        &self,
+        old: &KeyRecord,
+        old_kept: bool,
+        new: &KeyRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.write(|txn| {
+            Self::put_key(txn, new)?;
+            if old_kept {
+                Self::put_key(txn, old)?;
             } else {
-                users.remove(user.as_str()).map_err(StoreError::redb)?;
+                Self::delete_key(txn, old.id)?;
+            }
+            Self::append_audit(txn, event)
+        })
+    }
+
+    /// Durably records whether a user is blocked, with its audit event.
+    pub fn set_blocked(
+        &self,
+        user: &UserId,
+        blocked: bool,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.write(|txn| {
+            {
+                let mut users = txn.open_table(USERS).map_err(StoreError::redb)?;
+                if blocked {
+                    users.insert(user.as_str(), 1u8).map_err(StoreError::redb)?;
+                } else {
+                    users.remove(user.as_str()).map_err(StoreError::redb)?;
+                }
+            }
+            Self::append_audit(txn, event)
+        })
+    }
+
+    /// Durably records last-use times, all in one transaction.
+    pub fn record_last_used(&self, batch: &[(KeyId, Timestamp)]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.write(|txn| {
+            let keys = txn.open_table(KEYS).map_err(StoreError::redb)?;
+            let mut last_used = txn.open_table(LAST_USED).map_err(StoreError::redb)?;
+            for (id, at) in batch {
+                // A key revoked since it was used has nothing to update.
+                if keys.get(id.as_str()).map_err(StoreError::redb)?.is_some() {
+                    last_used
+                        .insert(id.as_str(), at.unix())
+                        .map_err(StoreError::redb)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Audit events in order, from `from`, at most `limit` of them, each
+    /// with its sequence number.
+    pub fn audit(
+        &self,
+        from: AuditFrom,
+        limit: usize,
+    ) -> Result<Vec<(u64, AuditEvent)>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::redb)?;
+        let audit = txn.open_table(AUDIT).map_err(StoreError::redb)?;
+        let start = match from {
+            AuditFrom::After(seq) => seq.saturating_add(1),
+            AuditFrom::Since(_) => 0,
+        };
+        let mut events = Vec::new();
+        for entry in audit.range(start..).map_err(StoreError::redb)? {
+            let (seq, bytes) = entry.map_err(StoreError::redb)?;
+            let event: AuditEvent = serde_json::from_slice(bytes.value())?;
+            if let AuditFrom::Since(at) = from {
+                if event.time < at.unix() {
+                    continue;
+                }
+            }
+            events.push((seq.value(), event));
+            if events.len() >= limit {
+                break;
             }
         }
-        txn.commit().map_err(StoreError::redb)
+        Ok(events)
     }
 }

@@ -1,9 +1,11 @@
-//! The access-log line of one request, carried until its response ends.
+//! The record of one request (its access-log line and its metrics), carried
+//! until its response ends.
 //!
 //! A [`PendingLog`] is created when keygate knows the status, travels inside
-//! the [`super::body::ResponseBody`], and is written exactly once: when the
-//! body ends, or when it is dropped early (the client went away), in which
-//! case the outcome becomes `incomplete`.
+//! the [`super::body::ResponseBody`], and is completed exactly once: when
+//! the body ends, or when it is dropped early (the client went away), in
+//! which case the outcome becomes `incomplete`. Completing it counts the
+//! request in the metrics and, when the access log is on, writes the line.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -11,7 +13,10 @@ use std::time::Instant;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, StatusCode, Uri};
 
+use std::sync::Arc;
+
 use crate::access_log::{AccessLog, Entry};
+use crate::metrics::Metrics;
 use crate::timestamp::Timestamp;
 
 /// The path to log: from the validated target, or the raw URI when the
@@ -46,6 +51,7 @@ pub(crate) struct RequestInfo {
 #[derive(Debug)]
 pub struct PendingLog {
     log: AccessLog,
+    metrics: Arc<Metrics>,
     info: RequestInfo,
     status: StatusCode,
     outcome: &'static str,
@@ -56,19 +62,18 @@ pub struct PendingLog {
 }
 
 impl PendingLog {
-    /// `None` when the access log is off, so nothing is carried at all.
+    /// A record for a request that ended (or will end) with `status`.
     pub(crate) fn new(
         log: &AccessLog,
+        metrics: &Arc<Metrics>,
         info: RequestInfo,
         status: StatusCode,
         outcome: &'static str,
         identity: Option<(&HeaderValue, &HeaderValue)>,
-    ) -> Option<Self> {
-        if !log.is_enabled() {
-            return None;
-        }
-        Some(PendingLog {
+    ) -> Self {
+        PendingLog {
             log: log.clone(),
+            metrics: metrics.clone(),
             info,
             status,
             outcome,
@@ -76,7 +81,7 @@ impl PendingLog {
             key_id: identity.map(|(_, id)| id.clone()),
             bytes: 0,
             written: false,
-        })
+        }
     }
 
     pub(crate) fn add_bytes(&mut self, n: usize) {
@@ -97,6 +102,11 @@ impl PendingLog {
             return;
         }
         self.written = true;
+        let duration = self.info.started.elapsed();
+        self.metrics.request(self.outcome, duration);
+        if !self.log.is_enabled() {
+            return;
+        }
         let entry = Entry {
             time: self.info.time,
             client: self.info.client,
@@ -106,7 +116,7 @@ impl PendingLog {
             outcome: self.outcome,
             user: self.user.as_ref().and_then(|v| v.to_str().ok()),
             key_id: self.key_id.as_ref().and_then(|v| v.to_str().ok()),
-            duration_ms: self.info.started.elapsed(),
+            duration_ms: duration,
             bytes: self.bytes,
         };
         self.log.write(&entry);

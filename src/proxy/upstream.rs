@@ -82,7 +82,8 @@ fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamCause {
     let mut source = std::error::Error::source(error);
     while let Some(err) = source {
         if let Some(hyper_err) = err.downcast_ref::<hyper::Error>() {
-            if hyper_err.is_incomplete_message() || hyper_err.is_canceled() || hyper_err.is_closed() {
+            if hyper_err.is_incomplete_message() || hyper_err.is_canceled() || hyper_err.is_closed()
+            {
                 return UpstreamCause::Closed;
             }
         }

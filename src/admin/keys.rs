@@ -1,4 +1,4 @@
-//! The admin handlers for keys and users.
+//! The admin handlers for keys: create, list, show, revoke, rotate.
 //!
 //! Input is validated completely before anything is written: a 400 means
 //! the store was not touched. Writes go through the [`Keyring`] on the
@@ -7,25 +7,23 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::body::{self, write_failed};
 use super::reply::Reply;
-use crate::keys::{KeyId, KeyRecord, Keyring, NewKey, UserId};
+use crate::keys::{Entry, KeyId, KeyRecord, Keyring, NewKey, UserId};
 use crate::scope::Scope;
 use crate::timestamp::Timestamp;
 
-/// Largest admin request body.
-const MAX_BODY: usize = 64 * 1024;
 /// Longest key name, in characters.
 const MAX_NAME: usize = 200;
 /// Default scope (Haplo's default for new keys).
 const DEFAULT_SCOPE: &str = "/api/";
+/// Longest rotation grace period: a year.
+const MAX_GRACE_SECS: u64 = 366 * 86_400;
 
 /// A key as the admin API shows it: everything but the secret.
 #[derive(Debug, Serialize)]
@@ -40,6 +38,7 @@ pub(crate) struct KeyView<'a> {
 }
 
 impl<'a> KeyView<'a> {
+    /// A stored record, with the last use as stored.
     fn of(record: &'a KeyRecord) -> Self {
         KeyView {
             id: record.id.as_str(),
@@ -50,6 +49,14 @@ impl<'a> KeyView<'a> {
             expires_at: record.expires_at.map(|t| t.to_string()),
             last_used_at: record.last_used_at.map(|t| t.to_string()),
         }
+    }
+
+    /// A live entry, with its last use as recorded in memory (which may be
+    /// newer than the store's copy).
+    fn live(entry: &'a Entry) -> Self {
+        let mut view = Self::of(&entry.record);
+        view.last_used_at = entry.last_used().map(|t| t.to_string());
+        view
     }
 }
 
@@ -69,46 +76,6 @@ struct Created<'a> {
     key: &'a str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<&'static str>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetUser {
-    blocked: bool,
-}
-
-/// Reads and parses a JSON body, or the 4xx to send instead.
-async fn read_json<T: DeserializeOwned>(request: Request<Incoming>) -> Result<T, Reply> {
-    let body = Limited::new(request.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|error| {
-            if error.is::<http_body_util::LengthLimitError>() {
-                Reply::error(413, format!("request body is larger than {MAX_BODY} bytes"))
-            } else {
-                Reply::error(400, "request body could not be read")
-            }
-        })?
-        .to_bytes();
-    parse_json(&body)
-}
-
-fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, Reply> {
-    if body.is_empty() {
-        return Err(Reply::error(400, "a JSON body is required"));
-    }
-    // serde_path_to_error names the field at fault ("user: invalid type:
-    // integer `42`, expected a string"), not only a line and column.
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let message = if path == "." {
-            format!("invalid JSON body: {}", e.inner())
-        } else {
-            format!("invalid JSON body: {path}: {}", e.inner())
-        };
-        Reply::error(400, message)
-    })
 }
 
 /// Validates a create request into a [`NewKey`] plus warnings.
@@ -150,17 +117,21 @@ fn validate_new_key(
 }
 
 /// `POST /v1/keys`.
-pub(crate) async fn create_key(keyring: &Arc<Keyring>, request: Request<Incoming>) -> Reply {
-    let input: CreateKey = match read_json(request).await {
+pub(crate) async fn create(
+    keyring: &Arc<Keyring>,
+    request: Request<Incoming>,
+    client: String,
+) -> Reply {
+    let input: CreateKey = match body::read_json(request).await {
         Ok(input) => input,
         Err(reply) => return reply,
     };
-    let (new, warnings) = match validate_new_key(input, Timestamp::now()) {
+    let (new, warnings) = match validate_new_key(input, keyring.clock().now()) {
         Ok(valid) => valid,
         Err(reply) => return reply,
     };
     let keyring = keyring.clone();
-    match tokio::task::spawn_blocking(move || keyring.create(new)).await {
+    match tokio::task::spawn_blocking(move || keyring.create(new, Some(&client))).await {
         Ok(Ok((key, record))) => {
             tracing::info!(key_id = %record.id, user = %record.user, scope = record.scope.as_str(), "key created");
             let created = Created {
@@ -176,7 +147,7 @@ pub(crate) async fn create_key(keyring: &Arc<Keyring>, request: Request<Incoming
 }
 
 /// `GET /v1/keys[?user=U]`.
-pub(crate) fn list_keys(keyring: &Keyring, query: Option<&str>) -> Reply {
+pub(crate) fn list(keyring: &Keyring, query: Option<&str>) -> Reply {
     let mut user_filter = None;
     for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match &*name {
@@ -193,11 +164,11 @@ pub(crate) fn list_keys(keyring: &Keyring, query: Option<&str>) -> Reply {
         }
     }
     let snapshot = keyring.snapshot();
-    let mut records: Vec<&KeyRecord> = snapshot
-        .keys()
-        .filter(|r| user_filter.as_ref().is_none_or(|u| &r.user == u))
+    let mut entries: Vec<&Entry> = snapshot
+        .entries()
+        .filter(|e| user_filter.as_ref().is_none_or(|u| &e.record.user == u))
         .collect();
-    records.sort_by_key(|r| (r.created_at, r.id));
+    entries.sort_by_key(|e| (e.record.created_at, e.record.id));
     #[derive(Serialize)]
     struct List<'a> {
         keys: Vec<KeyView<'a>>,
@@ -205,7 +176,7 @@ pub(crate) fn list_keys(keyring: &Keyring, query: Option<&str>) -> Reply {
     Reply::json(
         200,
         &List {
-            keys: records.into_iter().map(KeyView::of).collect(),
+            keys: entries.into_iter().map(KeyView::live).collect(),
         },
     )
 }
@@ -216,26 +187,26 @@ fn parse_id(raw: &str) -> Result<KeyId, Reply> {
 }
 
 /// `GET /v1/keys/{id}`.
-pub(crate) fn show_key(keyring: &Keyring, id: &str) -> Reply {
+pub(crate) fn show(keyring: &Keyring, id: &str) -> Reply {
     let id = match parse_id(id) {
         Ok(id) => id,
         Err(reply) => return reply,
     };
     let snapshot = keyring.snapshot();
-    match snapshot.get(&id) {
-        Some(record) => Reply::json(200, &KeyView::of(record)),
+    match snapshot.entry(&id) {
+        Some(entry) => Reply::json(200, &KeyView::live(entry)),
         None => Reply::error(404, "no key with that id"),
     }
 }
 
 /// `DELETE /v1/keys/{id}`.
-pub(crate) async fn revoke_key(keyring: &Arc<Keyring>, id: &str) -> Reply {
+pub(crate) async fn revoke(keyring: &Arc<Keyring>, id: &str, client: String) -> Reply {
     let id = match parse_id(id) {
         Ok(id) => id,
         Err(reply) => return reply,
     };
     let keyring = keyring.clone();
-    match tokio::task::spawn_blocking(move || keyring.revoke(id)).await {
+    match tokio::task::spawn_blocking(move || keyring.revoke(id, Some(&client))).await {
         Ok(Ok(Some(record))) => {
             tracing::info!(key_id = %record.id, user = %record.user, "key revoked");
             Reply::no_content()
@@ -246,78 +217,78 @@ pub(crate) async fn revoke_key(keyring: &Arc<Keyring>, id: &str) -> Reply {
     }
 }
 
-fn parse_user(raw: &str) -> Result<UserId, Reply> {
-    let decoded = percent_decode_str(raw)
-        .decode_utf8()
-        .map_err(|_| Reply::error(400, "user is not valid UTF-8"))?;
-    UserId::parse(&decoded).map_err(|e| Reply::error(400, e.to_string()))
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rotate {
+    grace_secs: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct UserView<'a> {
-    user: &'a str,
-    blocked: bool,
-}
-
-/// `GET /v1/users/{user}`.
-pub(crate) fn show_user(keyring: &Keyring, raw: &str) -> Reply {
-    let user = match parse_user(raw) {
-        Ok(user) => user,
-        Err(reply) => return reply,
-    };
-    let snapshot = keyring.snapshot();
-    #[derive(Serialize)]
-    struct Shown<'a> {
-        #[serde(flatten)]
-        view: UserView<'a>,
-        keys: usize,
-    }
-    Reply::json(
-        200,
-        &Shown {
-            view: UserView {
-                user: user.as_str(),
-                blocked: snapshot.is_blocked(&user),
-            },
-            keys: snapshot.keys().filter(|r| r.user == user).count(),
-        },
-    )
-}
-
-/// `PUT /v1/users/{user}`.
-pub(crate) async fn set_user(
+/// `POST /v1/keys/{id}/rotate`: body optional, `{"grace_secs": N}`.
+pub(crate) async fn rotate(
     keyring: &Arc<Keyring>,
-    raw: &str,
+    id: &str,
     request: Request<Incoming>,
+    client: String,
 ) -> Reply {
-    let user = match parse_user(raw) {
-        Ok(user) => user,
+    let id = match parse_id(id) {
+        Ok(id) => id,
         Err(reply) => return reply,
     };
-    let input: SetUser = match read_json(request).await {
-        Ok(input) => input,
+    let bytes = match body::read(request).await {
+        Ok(bytes) => bytes,
         Err(reply) => return reply,
     };
-    let keyring = keyring.clone();
-    let target = user.clone();
-    match tokio::task::spawn_blocking(move || keyring.set_blocked(&target, input.blocked)).await {
-        Ok(Ok(())) => {
-            tracing::info!(user = %user, blocked = input.blocked, "user updated");
-            Reply::json(
-                200,
-                &UserView {
-                    user: user.as_str(),
-                    blocked: input.blocked,
-                },
-            )
+    let input: Rotate = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Rotate::default()
+    } else {
+        match body::parse_json(&bytes) {
+            Ok(input) => input,
+            Err(reply) => return reply,
         }
+    };
+    let grace = input.grace_secs.unwrap_or(0);
+    if grace > MAX_GRACE_SECS {
+        return Reply::error(
+            400,
+            format!("grace_secs must be at most {MAX_GRACE_SECS} (a year)"),
+        );
+    }
+    let keyring = keyring.clone();
+    match tokio::task::spawn_blocking(move || keyring.rotate(id, grace, Some(&client))).await {
+        Ok(Ok(Some(rotated))) => {
+            tracing::info!(old_key_id = %id, key_id = %rotated.record.id, grace_secs = grace, "key rotated");
+            #[derive(Serialize)]
+            struct Old {
+                id: String,
+                expires_at: Option<String>,
+                revoked: bool,
+            }
+            #[derive(Serialize)]
+            struct RotatedView<'a> {
+                #[serde(flatten)]
+                created: Created<'a>,
+                old: Old,
+            }
+            let view = RotatedView {
+                created: Created {
+                    view: KeyView::of(&rotated.record),
+                    key: rotated.key.expose(),
+                    warnings: Vec::new(),
+                },
+                old: Old {
+                    id: id.to_string(),
+                    expires_at: rotated
+                        .old
+                        .as_ref()
+                        .and_then(|o| o.expires_at)
+                        .map(|t| t.to_string()),
+                    revoked: rotated.old.is_none(),
+                },
+            };
+            Reply::json(201, &view).with_location(format!("/v1/keys/{}", rotated.record.id))
+        }
+        Ok(Ok(None)) => Reply::error(404, "no key with that id"),
         Ok(Err(error)) => write_failed(&error),
         Err(join) => write_failed(&join),
     }
-}
-
-/// A failed write: logged in full, reported without detail.
-fn write_failed(error: &dyn std::fmt::Display) -> Reply {
-    tracing::error!(%error, "admin write failed; nothing was changed");
-    Reply::error(500, "the store could not be written; nothing was changed")
 }

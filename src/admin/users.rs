@@ -1,0 +1,93 @@
+//! The admin handlers for users: show and block/unblock.
+
+use std::sync::Arc;
+
+use http::Request;
+use hyper::body::Incoming;
+use percent_encoding::percent_decode_str;
+use serde::{Deserialize, Serialize};
+
+use super::body::{self, write_failed};
+use super::reply::Reply;
+use crate::keys::{Keyring, UserId};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetUser {
+    blocked: bool,
+}
+
+#[derive(Serialize)]
+struct UserView<'a> {
+    user: &'a str,
+    blocked: bool,
+}
+
+fn parse_user(raw: &str) -> Result<UserId, Reply> {
+    let decoded = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| Reply::error(400, "user is not valid UTF-8"))?;
+    UserId::parse(&decoded).map_err(|e| Reply::error(400, e.to_string()))
+}
+
+/// `GET /v1/users/{user}`.
+pub(crate) fn show(keyring: &Keyring, raw: &str) -> Reply {
+    let user = match parse_user(raw) {
+        Ok(user) => user,
+        Err(reply) => return reply,
+    };
+    let snapshot = keyring.snapshot();
+    #[derive(Serialize)]
+    struct Shown<'a> {
+        #[serde(flatten)]
+        view: UserView<'a>,
+        keys: usize,
+    }
+    Reply::json(
+        200,
+        &Shown {
+            view: UserView {
+                user: user.as_str(),
+                blocked: snapshot.is_blocked(&user),
+            },
+            keys: snapshot.keys().filter(|r| r.user == user).count(),
+        },
+    )
+}
+
+/// `PUT /v1/users/{user}`.
+pub(crate) async fn set(
+    keyring: &Arc<Keyring>,
+    raw: &str,
+    request: Request<Incoming>,
+    client: String,
+) -> Reply {
+    let user = match parse_user(raw) {
+        Ok(user) => user,
+        Err(reply) => return reply,
+    };
+    let input: SetUser = match body::read_json(request).await {
+        Ok(input) => input,
+        Err(reply) => return reply,
+    };
+    let keyring = keyring.clone();
+    let target = user.clone();
+    match tokio::task::spawn_blocking(move || {
+        keyring.set_blocked(&target, input.blocked, Some(&client))
+    })
+    .await
+    {
+        Ok(Ok(())) => {
+            tracing::info!(user = %user, blocked = input.blocked, "user updated");
+            Reply::json(
+                200,
+                &UserView {
+                    user: user.as_str(),
+                    blocked: input.blocked,
+                },
+            )
+        }
+        Ok(Err(error)) => write_failed(&error),
+        Err(join) => write_failed(&join),
+    }
+}
