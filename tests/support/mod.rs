@@ -46,6 +46,7 @@ pub struct TestProxyBuilder {
     extra_sections: Vec<String>,
     admin_token: Option<String>,
     tls: Option<(PathBuf, PathBuf)>,
+    clock: Option<keygate::timestamp::Clock>,
 }
 
 impl TestProxyBuilder {
@@ -78,6 +79,19 @@ impl TestProxyBuilder {
         self.extra_sections.push(format!(
             "[throttle]\nmax_failures = {max_failures}\nwindow_secs = {window_secs}\n"
         ));
+        self
+    }
+
+    /// Decides expiry with this clock (a manual one moves without sleeps).
+    pub fn clock(mut self, clock: &keygate::timestamp::Clock) -> Self {
+        self.clock = Some(clock.clone());
+        self
+    }
+
+    /// Adds a raw TOML section (e.g. `[store]` settings are fixed; use this
+    /// for `[log]`).
+    pub fn section(mut self, text: &str) -> Self {
+        self.extra_sections.push(text.to_owned());
         self
     }
 
@@ -161,7 +175,11 @@ impl TestProxyBuilder {
             .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
         let (log_tx, log_rx) = mpsc::unbounded_channel();
         let (log, log_guard) = AccessLog::to_writer(ChannelWriter(log_tx));
-        let app = App::bind(config, log).await.expect("keygate starts");
+        let clock = self.clock.clone().unwrap_or_default();
+        let app = App::bind_with_clock(config, log, clock)
+            .await
+            .expect("keygate starts");
+        let keyring = app.keyring().clone();
         let reloader = app.reloader(config_path.clone());
         let proxy_addr = app.proxy_addr();
         let admin_addr = app.admin_addr();
@@ -179,6 +197,7 @@ impl TestProxyBuilder {
             admin_token: self.admin_token,
             config_path,
             reloader,
+            keyring,
             stop: Some(stop_tx),
             task: Some(task),
             logs: log_rx,
@@ -212,6 +231,8 @@ pub struct TestProxy {
     /// The config file keygate was started from.
     pub config_path: PathBuf,
     reloader: keygate::app::Reloader,
+    /// The running keyring (to count store writes).
+    pub keyring: std::sync::Arc<keygate::keys::Keyring>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     logs: mpsc::UnboundedReceiver<Vec<u8>>,
