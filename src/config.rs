@@ -595,6 +595,13 @@ mod tests {
     }
 
     #[test]
+    fn the_container_config_is_valid() {
+        let c = Config::parse(include_str!("../docker/keygate.toml"), None).unwrap();
+        assert!(c.admin_listen.ip().is_loopback());
+        assert_eq!(c.proxy_listen.to_string(), "0.0.0.0:8080");
+    }
+
+    #[test]
     fn errors_name_the_key_and_reason() {
         let e = err("[proxy]\nupstream_timout_secs = 3\n");
         assert!(
