@@ -7,6 +7,7 @@
 //! from the config file, never from an argument (arguments show in `ps`).
 
 mod client;
+mod output;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -169,22 +170,7 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
                 println!("{created}");
                 return Ok(());
             }
-            eprintln!(
-                "Created key {} for user {} (\"{}\"), scope {}{}.",
-                text(&created["id"]),
-                text(&created["user"]),
-                text(&created["name"]),
-                text(&created["path"]),
-                match created["expires_at"].as_str() {
-                    Some(at) => format!(", expires {at}"),
-                    None => String::new(),
-                }
-            );
-            for warning in created["warnings"].as_array().into_iter().flatten() {
-                eprintln!("warning: {}", text(warning));
-            }
-            eprintln!("This is the only time the key is shown. Store it now:");
-            println!("{}", text(&created["key"]));
+            output::new_key("Created key", &created);
             Ok(())
         }
         Command::Keys(KeysCommand::List { user }) => {
@@ -202,7 +188,7 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
                 println!("{listed}");
                 return Ok(());
             }
-            print_table(listed["keys"].as_array().map(Vec::as_slice).unwrap_or(&[]));
+            output::key_table(listed["keys"].as_array().map(Vec::as_slice).unwrap_or(&[]));
             Ok(())
         }
         Command::Keys(KeysCommand::Show { id }) => {
@@ -222,7 +208,7 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
                 "expires_at",
                 "last_used_at",
             ] {
-                println!("{field:<13} {}", text(&shown[field]));
+                println!("{field:<13} {}", output::text(&shown[field]));
             }
             Ok(())
         }
@@ -242,15 +228,7 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
                 }
                 _ => eprintln!("Rotated key {id}: it is revoked."),
             }
-            eprintln!(
-                "New key {} for user {} (\"{}\"), scope {}.",
-                text(&rotated["id"]),
-                text(&rotated["user"]),
-                text(&rotated["name"]),
-                text(&rotated["path"]),
-            );
-            eprintln!("This is the only time the key is shown. Store it now:");
-            println!("{}", text(&rotated["key"]));
+            output::new_key("New key", &rotated);
             Ok(())
         }
         Command::Audit { since, limit } => {
@@ -269,16 +247,16 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
             for event in page["events"].as_array().into_iter().flatten() {
                 println!(
                     "{:>6}  {}  {:<14}  user={} key={}{}  client={}",
-                    text(&event["seq"]),
-                    text(&event["time"]),
-                    text(&event["action"]),
-                    text(&event["user"]),
-                    text(&event["key_id"]),
+                    output::text(&event["seq"]),
+                    output::text(&event["time"]),
+                    output::text(&event["action"]),
+                    output::text(&event["user"]),
+                    output::text(&event["key_id"]),
                     match event["new_key_id"].as_str() {
                         Some(new) => format!(" new_key={new}"),
                         None => String::new(),
                     },
-                    text(&event["client"]),
+                    output::text(&event["client"]),
                 );
             }
             Ok(())
@@ -290,8 +268,8 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
             } else {
                 println!(
                     "{}: upstream {}",
-                    text(&ready["status"]),
-                    text(&ready["upstream"])
+                    output::text(&ready["status"]),
+                    output::text(&ready["upstream"])
                 );
             }
             Ok(())
@@ -363,55 +341,4 @@ fn encode(segment: &str) -> String {
         .remove(b'_')
         .remove(b'~');
     percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string()
-}
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    }
-}
-
-fn print_table(keys: &[Value]) {
-    if keys.is_empty() {
-        println!("No keys.");
-        return;
-    }
-    let columns = [
-        "id",
-        "user",
-        "name",
-        "path",
-        "created_at",
-        "expires_at",
-        "last_used_at",
-    ];
-    let rows: Vec<Vec<String>> = keys
-        .iter()
-        .map(|k| columns.iter().map(|c| text(&k[*c])).collect())
-        .collect();
-    let widths: Vec<usize> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .max()
-                .unwrap_or(0)
-                .max(c.len())
-        })
-        .collect();
-    let line = |cells: &[String]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        println!("{}", padded.join("  ").trim_end());
-    };
-    line(&columns.iter().map(|c| c.to_uppercase()).collect::<Vec<_>>());
-    for row in &rows {
-        line(row);
-    }
 }

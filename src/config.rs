@@ -12,6 +12,10 @@
 //! path are read once at start-up.
 
 mod raw;
+mod validate;
+
+pub use self::validate::alias_form;
+use self::validate::{parse_addr, parse_injected_header, parse_net, parse_upstream, positive_secs};
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -19,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
-use http::{HeaderName, Uri};
+use http::HeaderName;
 use ipnet::IpNet;
 
 use self::raw::RawConfig;
@@ -467,181 +471,5 @@ fn parse_raw(text: &str, path: Option<&Path>) -> Result<RawConfig, ConfigError> 
     })
 }
 
-/// Lower-cased with `_` read as `-`: the form in which two header names are
-/// "the same" for the alias-stripping rule of SPEC 6.
-pub fn alias_form(name: &str) -> String {
-    name.bytes()
-        .map(|b| {
-            if b == b'_' {
-                '-'
-            } else {
-                b.to_ascii_lowercase() as char
-            }
-        })
-        .collect()
-}
-
-fn parse_addr(text: &str) -> Result<SocketAddr, String> {
-    text.parse().map_err(|_| {
-        format!("{text:?} is not an address such as \"127.0.0.1:8080\" or \"[::1]:8080\"")
-    })
-}
-
-fn parse_upstream(text: &str) -> Result<UpstreamOrigin, String> {
-    let uri: Uri = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a URL such as \"http://127.0.0.1:8000\""))?;
-    let scheme = uri
-        .scheme()
-        .cloned()
-        .ok_or("must start with http:// or https://")?;
-    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-        return Err(format!(
-            "scheme {scheme} is not supported; use http:// or https://"
-        ));
-    }
-    let authority = uri.authority().cloned().ok_or("must name a host")?;
-    if authority.as_str().contains('@') {
-        return Err("must not contain user info".into());
-    }
-    match uri.path_and_query().map(|pq| pq.as_str()) {
-        None | Some("/") | Some("") => {}
-        Some(_) => {
-            return Err(
-                "must be an origin only (scheme, host, port): keygate forwards the request path unchanged".into(),
-            )
-        }
-    }
-    Ok(UpstreamOrigin { scheme, authority })
-}
-
-/// Headers keygate itself manages or that carry framing or credentials
-/// cannot be the identity or key-id header.
-const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "authorization",
-    "proxy-authorization",
-    "x-oneis-key",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "content-type",
-    "cookie",
-    "expect",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-];
-
-fn parse_injected_header(text: &str) -> Result<HeaderName, String> {
-    let name = HeaderName::from_bytes(text.as_bytes())
-        .map_err(|_| format!("{text:?} is not a valid header name"))?;
-    if RESERVED_HEADERS.contains(&alias_form(name.as_str()).as_str()) {
-        return Err(format!(
-            "{text:?} is a header keygate or HTTP itself manages"
-        ));
-    }
-    Ok(name)
-}
-
-fn parse_net(text: &str) -> Result<IpNet, String> {
-    if let Ok(net) = text.parse::<IpNet>() {
-        return Ok(net.trunc());
-    }
-    text.parse::<IpAddr>()
-        .map(|ip| IpNet::from(canonical_ip(ip)))
-        .map_err(|_| format!("{text:?} is not an IP address or CIDR such as \"10.0.0.0/8\""))
-}
-
-fn positive_secs(secs: u64) -> Result<Duration, String> {
-    if secs == 0 || secs > 86_400 {
-        Err("must be between 1 and 86400 seconds".into())
-    } else {
-        Ok(Duration::from_secs(secs))
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn err(text: &str) -> String {
-        Config::parse(text, Some(Path::new("k.toml")))
-            .unwrap_err()
-            .to_string()
-    }
-
-    #[test]
-    fn defaults_match_the_spec() {
-        let c = Config::defaults();
-        assert_eq!(c.proxy_listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:8081");
-        assert_eq!(c.proxy.upstream.to_string(), "http://127.0.0.1:8000");
-        assert_eq!(c.store_path, PathBuf::from("data/keygate.redb"));
-        assert_eq!(c.proxy.throttle.max_failures, 50);
-        assert_eq!(c.proxy.throttle.window, Duration::from_secs(300));
-        assert_eq!(c.proxy.anonymous, Anonymous::Reject);
-    }
-
-    #[test]
-    fn the_example_file_is_valid() {
-        let text = include_str!("../config/keygate.toml");
-        Config::parse(text, None).unwrap();
-    }
-
-    #[test]
-    fn the_container_config_is_valid() {
-        let c = Config::parse(include_str!("../docker/keygate.toml"), None).unwrap();
-        assert!(c.admin_listen.ip().is_loopback());
-        assert_eq!(c.proxy_listen.to_string(), "0.0.0.0:8080");
-    }
-
-    #[test]
-    fn errors_name_the_key_and_reason() {
-        let e = err("[proxy]\nupstream_timout_secs = 3\n");
-        assert!(
-            e.contains("k.toml") && e.contains("proxy") && e.contains("upstream_timout_secs"),
-            "{e}"
-        );
-        let e = err("[proxy]\nheader_timeout_secs = \"x\"\n");
-        assert!(e.contains("proxy.header_timeout_secs"), "{e}");
-        let e = err("[proxy]\nanonymous = \"allow\"\n");
-        assert!(e.contains("proxy.anonymous") && e.contains("reject"), "{e}");
-        let e = err("[admin]\nlisten = \"0.0.0.0:8081\"\n");
-        assert!(
-            e.contains("admin.listen") && e.contains("admin.token"),
-            "{e}"
-        );
-        let e = err("[proxy]\nupstream = \"http://h:1/base\"\n");
-        assert!(e.contains("proxy.upstream"), "{e}");
-        let e = err("[proxy]\nidentity_header = \"Authorization\"\n");
-        assert!(e.contains("proxy.identity_header"), "{e}");
-        let e = err("[proxy]\nkey_id_header = \"x_haplo_user\"\n");
-        assert!(e.contains("proxy.key_id_header"), "{e}");
-        let e = err("[proxy]\ntrusted_proxies = [\"10.0.0.0/33\"]\n");
-        assert!(e.contains("proxy.trusted_proxies"), "{e}");
-        let e = err("[throttle]\nmax_failures = 0\n");
-        assert!(e.contains("throttle.max_failures"), "{e}");
-        let e = err("[proxy\n");
-        assert!(e.contains("line 1"), "{e}");
-        assert!(!e.contains('\n'), "one line: {e}");
-    }
-
-    #[test]
-    fn a_non_loopback_admin_needs_a_token() {
-        let c = Config::parse(
-            "[admin]\nlisten = \"0.0.0.0:8081\"\ntoken = \"0123456789abcdef0123\"\n",
-            None,
-        )
-        .unwrap();
-        let token = c.admin_token.unwrap();
-        assert!(token.verify(b"0123456789abcdef0123"));
-        assert!(!token.verify(b"0123456789abcdef0124"));
-        assert!(!format!("{token:?}").contains("0123"));
-    }
-}
+mod tests;

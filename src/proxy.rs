@@ -20,6 +20,7 @@ mod body;
 pub mod headers;
 mod log;
 mod refusal;
+mod upgrade;
 mod upstream;
 
 use std::convert::Infallible;
@@ -30,12 +31,11 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::header::{CONNECTION, HOST, UPGRADE};
-use http::uri::{Authority, Uri};
+use http::uri::Uri;
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 pub use self::body::{BodyError, ResponseBody, TimedBody};
@@ -198,7 +198,7 @@ impl Proxy {
             parts
                 .headers
                 .insert(CONNECTION, http::HeaderValue::from_static("upgrade"));
-            tokio::spawn(relay_upgraded(client, upstream));
+            tokio::spawn(upgrade::relay(client, upstream));
         }
         let log = Some(PendingLog::new(
             &self.log,
@@ -239,7 +239,7 @@ impl Proxy {
             Ok(target) => target,
             Err(error) => return Err(Rejected::new(BadRequest::Target(error).into(), info)),
         };
-        if let Err(error) = check_host(&request) {
+        if let Err(error) = headers::check_host(&request) {
             return Err(Rejected::new(error.into(), info));
         }
         let credentials = match Credentials::from_headers(request.headers()) {
@@ -285,7 +285,7 @@ impl Proxy {
 
         // A WebSocket-style upgrade (HTTP/1.1 only): keep the client's half
         // of the upgrade, and the two headers hop-by-hop removal would drop.
-        let upgrade_protocol = wants_upgrade(&request);
+        let upgrade_protocol = upgrade::requested(&request);
         let mut request = request;
         let upgrade = upgrade_protocol
             .is_some()
@@ -387,41 +387,6 @@ struct Admitted {
     upgrade: Option<OnUpgrade>,
 }
 
-/// The `Upgrade` value of an HTTP/1.1 request that asks to switch
-/// protocols (`Connection: upgrade` plus `Upgrade`), if it does.
-fn wants_upgrade<B>(request: &Request<B>) -> Option<http::HeaderValue> {
-    if request.version() != Version::HTTP_11 {
-        return None;
-    }
-    let asks = request.headers().get_all(CONNECTION).iter().any(|value| {
-        value
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
-    });
-    if asks {
-        request.headers().get(UPGRADE).cloned()
-    } else {
-        None
-    }
-}
-
-/// Copies bytes both ways between an upgraded client connection and the
-/// upstream's, until either side closes.
-async fn relay_upgraded(client: OnUpgrade, upstream: OnUpgrade) {
-    match tokio::try_join!(client, upstream) {
-        Ok((client, upstream)) => {
-            let mut client = TokioIo::new(client);
-            let mut upstream = TokioIo::new(upstream);
-            if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                tracing::debug!(%error, "upgraded connection ended with an error");
-            }
-        }
-        Err(error) => tracing::debug!(%error, "protocol upgrade failed"),
-    }
-}
-
 /// How a forwarded request was authenticated, kept past the snapshot.
 enum Forwarded {
     Anonymous,
@@ -450,35 +415,6 @@ impl Forwarded {
         match self {
             Forwarded::Anonymous => None,
             Forwarded::Key { user, key_id } => Some((user, key_id)),
-        }
-    }
-}
-
-/// Exactly one `Host`, agreeing with an absolute-form target's authority.
-fn check_host<B>(request: &Request<B>) -> Result<(), BadRequest> {
-    let mut hosts = request.headers().get_all(HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
-        return Err(BadRequest::MultipleHost);
-    }
-    match (host, request.uri().authority()) {
-        (None, None) => Err(BadRequest::MissingHost),
-        // HTTP/2 carries the host in `:authority`; HTTP/1.1 must send Host
-        // even with an absolute-form target (RFC 9112 3.2).
-        (None, Some(_)) if request.version() == Version::HTTP_2 => Ok(()),
-        (None, Some(_)) => Err(BadRequest::MissingHost),
-        (Some(_), None) => Ok(()),
-        (Some(host), Some(authority)) => {
-            let same = host
-                .to_str()
-                .ok()
-                .and_then(|h| h.parse::<Authority>().ok())
-                .is_some_and(|h| h == *authority);
-            if same {
-                Ok(())
-            } else {
-                Err(BadRequest::HostMismatch)
-            }
         }
     }
 }
