@@ -250,6 +250,7 @@ pub async fn serve(
                 max_concurrent_streams: 1,
                 keep_alive: HEADER_TIMEOUT,
             },
+            write_timeout: HEADER_TIMEOUT,
         };
         (settings, service)
     })

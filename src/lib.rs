@@ -54,6 +54,7 @@ pub mod proxy;
 pub mod scope;
 mod server;
 pub mod shutdown;
+mod stall;
 pub mod target;
 pub mod timestamp;
 pub mod tls;

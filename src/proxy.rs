@@ -159,10 +159,12 @@ impl Proxy {
                 response
             }
             Err(refusal) => {
-                self.metrics.upstream_error(match refusal {
-                    Refusal::BadGateway(cause) => cause.as_str(),
-                    _ => "timeout",
-                });
+                match refusal {
+                    Refusal::BadGateway(cause) => self.metrics.upstream_error(cause.as_str()),
+                    Refusal::GatewayTimeout => self.metrics.upstream_error("timeout"),
+                    // The client's body failed: not the upstream's doing.
+                    Refusal::BadRequest(_) | Refusal::Denied(_) => {}
+                }
                 let rejected = Rejected {
                     refusal,
                     info,
@@ -442,6 +444,7 @@ pub async fn serve(
                 header_timeout: live.settings.header_timeout,
                 max_header_bytes: live.settings.max_header_bytes,
                 http2: live.settings.http2,
+                write_timeout: live.settings.body_timeout,
             }
         };
         let proxy = proxy.clone();

@@ -75,14 +75,28 @@ impl Scope {
                 return Err(ScopeError::Unmatchable(TargetError::BadByte));
             }
         } else {
-            // A prefix may end part-way through a segment (`/api/.well`),
-            // so complete its last segment with one ordinary character
-            // before holding it to the target rules: the prefix is valid
-            // exactly when some valid target can start with it.
-            let mut completed = String::with_capacity(path_part.len() + 1);
-            completed.push_str(path_part);
-            completed.push('0');
-            check_path(completed.as_bytes()).map_err(ScopeError::Unmatchable)?;
+            // A prefix may end part-way through a segment (`/api/.well`)
+            // or even an escape (`/api/%4`), so it is valid when some valid
+            // target starts with it: try completing it with a few endings
+            // that finish any partial segment or escape.
+            let mut last = None;
+            let fits = ["0", "x", "1x", "41x"].iter().any(|ending| {
+                let mut completed = String::with_capacity(path_part.len() + ending.len());
+                completed.push_str(path_part);
+                completed.push_str(ending);
+                match check_path(completed.as_bytes()) {
+                    Ok(()) => true,
+                    Err(error) => {
+                        last.get_or_insert(error);
+                        false
+                    }
+                }
+            });
+            if !fits {
+                return Err(ScopeError::Unmatchable(
+                    last.unwrap_or(TargetError::BadByte),
+                ));
+            }
         }
         Ok(Scope {
             text: text.into(),
@@ -176,7 +190,15 @@ mod tests {
         ] {
             assert!(Scope::parse(bad).is_err(), "{bad}");
         }
-        for ok in ["/", "/api/.well", "/api/..x", "=/api/x?y=1"] {
+        for ok in [
+            "/",
+            "/api/.well",
+            "/api/..x",
+            "=/api/x?y=1",
+            "/%251",
+            "/api/%4",
+            "/api/%",
+        ] {
             assert!(Scope::parse(ok).is_ok(), "{ok}");
         }
     }

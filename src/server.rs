@@ -34,8 +34,11 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use prometheus_client::metrics::gauge::Gauge;
 
+use self::write_timeout::WriteTimeout;
 use crate::config::Http2Limits;
 use crate::tls::Tls;
+
+mod write_timeout;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -52,6 +55,9 @@ pub(crate) struct ConnSettings {
     pub(crate) max_header_bytes: usize,
     /// HTTP/2 limits, when HTTP/2 is offered (TLS listeners only).
     pub(crate) http2: Http2Limits,
+    /// A write to the client that makes no progress for this long ends the
+    /// connection (a client that stopped reading).
+    pub(crate) write_timeout: Duration,
 }
 
 /// What a listener serves, besides its service.
@@ -118,6 +124,7 @@ pub(crate) async fn serve<S, B>(
         };
         let _ = stream.set_nodelay(true);
         let (settings, service) = connection(peer, options.tls.is_some());
+        let stream = WriteTimeout::new(stream, settings.write_timeout);
         let mut stop = stop_rx.clone();
         let alive = alive_tx.clone();
         let tls = options.tls.clone();

@@ -79,17 +79,28 @@ impl Target {
             return Err(TargetError::UnsupportedForm);
         }
         check_path(path.as_bytes())?;
-        if let Some(query) = pq.query() {
+        let query = pq.query();
+        if let Some(query) = query {
             check_query(query.as_bytes())?;
-            if query.is_empty() {
-                // `/p?` is checked and forwarded as `/p`.
-                let trimmed =
-                    PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(path.as_bytes()))
-                        .map_err(|_| TargetError::BadByte)?;
-                return Ok(Target {
-                    path_and_query: trimmed,
-                });
+        }
+        // Rebuild only when the canonical form differs from what arrived:
+        // an empty query is dropped (`/p?` is `/p`), and an absolute-form
+        // target with no path (`http://h?q`) has the path `/` spelled out,
+        // so that the string checked is the string forwarded.
+        let spelled_path = pq.as_str().starts_with('/');
+        let empty_query = query == Some("");
+        if !spelled_path || empty_query {
+            let mut canonical = String::with_capacity(pq.as_str().len() + 1);
+            canonical.push_str(path);
+            if let Some(query) = query.filter(|q| !q.is_empty()) {
+                canonical.push('?');
+                canonical.push_str(query);
             }
+            let rebuilt = PathAndQuery::from_maybe_shared(bytes::Bytes::from(canonical))
+                .map_err(|_| TargetError::BadByte)?;
+            return Ok(Target {
+                path_and_query: rebuilt,
+            });
         }
         Ok(Target {
             path_and_query: pq.clone(),

@@ -12,7 +12,6 @@
 //! Both are concrete enums/structs rather than boxed trait objects: there
 //! is no allocation per request for the body plumbing.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -22,9 +21,9 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
 
 use super::log::PendingLog;
+use crate::stall::Stall;
 
 /// A body that failed part-way.
 #[derive(Debug, thiserror::Error)]
@@ -37,18 +36,11 @@ pub enum BodyError {
     Timeout(Duration),
 }
 
-/// `Incoming` with an idle timeout between frames.
-///
-/// The timer is created only the first time the peer makes us wait, so a
-/// body that is already buffered (most small requests) never touches the
-/// timer wheel. Boxed because hyper-util's client needs an `Unpin` body.
+/// `Incoming` with an idle timeout between frames (see [`Stall`]).
 #[derive(Debug)]
 pub struct TimedBody {
     inner: Incoming,
-    sleep: Option<Pin<Box<Sleep>>>,
-    timeout: Duration,
-    /// Whether the timer is counting the current wait.
-    waiting: bool,
+    stall: Stall,
 }
 
 impl TimedBody {
@@ -56,9 +48,7 @@ impl TimedBody {
     pub fn new(inner: Incoming, timeout: Duration) -> Self {
         TimedBody {
             inner,
-            sleep: None,
-            timeout,
-            waiting: false,
+            stall: Stall::new(timeout),
         }
     }
 }
@@ -74,28 +64,13 @@ impl Body for TimedBody {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.waiting = false;
+                this.stall.progressed();
                 Poll::Ready(frame.map(|f| f.map_err(BodyError::Stream)))
             }
-            Poll::Pending => {
-                let deadline = Instant::now() + this.timeout;
-                let sleep = match &mut this.sleep {
-                    Some(sleep) => {
-                        if !this.waiting {
-                            sleep.as_mut().reset(deadline);
-                        }
-                        sleep
-                    }
-                    None => this
-                        .sleep
-                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
-                };
-                this.waiting = true;
-                match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Timeout(this.timeout)))),
-                    Poll::Pending => Poll::Pending,
-                }
+            Poll::Pending if this.stall.pending(cx) => {
+                Poll::Ready(Some(Err(BodyError::Timeout(this.stall.timeout()))))
             }
+            Poll::Pending => Poll::Pending,
         }
     }
 

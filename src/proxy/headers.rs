@@ -150,17 +150,21 @@ pub fn rewrite_request(
 ) {
     remove_hop_by_hop(headers);
     headers.remove(AUTHORIZATION);
-    headers.remove(X_ONEIS_KEY);
     // hyper already answered `Expect: 100-continue` to the client when the
     // body was first read; the upstream must not see it again.
     headers.remove(EXPECT);
 
     let identity_name = settings.identity_header.as_str();
     let key_id_name = settings.key_id_header.as_str();
+    // The credential header goes in every spelling too: a framework that
+    // reads `X_ONEIS_Key` as `X-ONEIS-Key` must not receive the key.
     let aliases: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
-            is_alias(name.as_str(), identity_name) || is_alias(name.as_str(), key_id_name)
+            let name = name.as_str();
+            is_alias(name, identity_name)
+                || is_alias(name, key_id_name)
+                || is_alias(name, X_ONEIS_KEY)
         })
         .cloned()
         .collect();

@@ -48,6 +48,12 @@ pub enum BadRequest {
     /// Absolute-form target whose authority disagrees with `Host`.
     #[error("request-target authority and Host header disagree")]
     HostMismatch,
+    /// The request body was malformed (bad chunking) or cut short.
+    #[error("request body was malformed or cut short")]
+    Body,
+    /// The request body stalled past `body_timeout_secs`.
+    #[error("request body was not received in time")]
+    BodyTimeout,
 }
 
 /// What went wrong reaching the upstream.

@@ -20,8 +20,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::TimedBody;
-use super::refusal::{Refusal, UpstreamCause};
+use super::body::{BodyError, TimedBody};
+use super::refusal::{BadRequest, Refusal, UpstreamCause};
 use crate::tls::{self, TlsError};
 
 /// How long an idle pooled connection is kept.
@@ -66,6 +66,11 @@ impl Upstream {
         match tokio::time::timeout(timeout, self.client.request(request)).await {
             Err(_elapsed) => Err(Refusal::GatewayTimeout),
             Ok(Err(error)) => {
+                // The client's own body failing (bad chunking, a stall) is
+                // the client's fault, not the upstream's: 400, no warning.
+                if let Some(body) = client_body_error(&error) {
+                    return Err(Refusal::BadRequest(body));
+                }
                 let cause = classify(&error);
                 tracing::warn!(cause = cause.as_str(), error = %ErrorChain(&error), "upstream request failed");
                 Err(Refusal::BadGateway(cause))
@@ -73,6 +78,19 @@ impl Upstream {
             Ok(Ok(response)) => Ok(response),
         }
     }
+}
+
+/// Whether the request failed because the client's body did.
+fn client_body_error(error: &hyper_util::client::legacy::Error) -> Option<BadRequest> {
+    let mut source = std::error::Error::source(error);
+    while let Some(err) = source {
+        match err.downcast_ref::<BodyError>() {
+            Some(BodyError::Timeout(_)) => return Some(BadRequest::BodyTimeout),
+            Some(BodyError::Stream(_)) => return Some(BadRequest::Body),
+            None => source = err.source(),
+        }
+    }
+    None
 }
 
 fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamCause {
