@@ -308,3 +308,24 @@ fn strip_ansi(line: &str) -> String {
     }
     out
 }
+
+/// Sends `req` to `addr` and reads the whole answer, or `None` if the
+/// connection fails or closes before a complete answer: for tests that
+/// kill the server while requests are in flight, where a request cut short
+/// has an unknown outcome rather than a failure.
+pub async fn try_send(req: &super::Req, addr: SocketAddr) -> Option<super::Resp> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream.write_all(&req.to_bytes()).await.ok()?;
+    let mut all = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut all))
+        .await
+        .ok()?
+        .ok()?;
+    let resp = super::Resp::parse(&all)?;
+    let complete = resp
+        .header("content-length")
+        .and_then(|len| len.parse::<usize>().ok())
+        .is_none_or(|len| resp.body.len() == len);
+    complete.then_some(resp)
+}
