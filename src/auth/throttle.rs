@@ -7,9 +7,10 @@
 //!
 //! - when a shard is full, entries whose window has passed are dropped;
 //! - if it is still full, the entry with the fewest failures in a sample is
-//!   evicted. Addresses that are already throttled have the most failures,
-//!   so a flood of fresh addresses does not free an attacker who is being
-//!   throttled.
+//!   evicted, but only if it has no more than the newcomer's single
+//!   failure; otherwise the newcomer is not recorded. Addresses that are
+//!   being throttled have the most failures, so a flood of fresh addresses
+//!   can never push an attacker out of the table.
 //!
 //! IPv6 addresses are counted per /64: a single host normally controls a
 //! whole /64, so counting single addresses would let it rotate freely.
@@ -106,8 +107,13 @@ impl Throttle {
         let key = Self::key(addr);
         let mut shard = self.shard(&key);
         let capacity = (limits.max_tracked / SHARDS).max(1);
-        if !shard.contains_key(&key) && shard.len() >= capacity {
-            self.make_room(&mut shard, limits, now, capacity);
+        if !shard.contains_key(&key)
+            && shard.len() >= capacity
+            && !self.make_room(&mut shard, limits, now, capacity)
+        {
+            // Full of addresses with more failures than this one: they
+            // matter more, so this single failure goes unrecorded.
+            return;
         }
         match shard.entry(key) {
             Entry::Occupied(mut slot) => {
@@ -160,24 +166,33 @@ impl Throttle {
             .sum()
     }
 
-    fn make_room(&self, shard: &mut Shard, limits: &ThrottleLimits, now: Instant, capacity: usize) {
+    /// Frees one slot in a full shard for a newcomer with one failure.
+    /// Returns `false` when every candidate has more failures than that.
+    fn make_room(
+        &self,
+        shard: &mut Shard,
+        limits: &ThrottleLimits,
+        now: Instant,
+        capacity: usize,
+    ) -> bool {
         let before = shard.len();
         shard.retain(|_, f| !f.expired(limits, now));
-        while shard.len() >= capacity {
+        let mut room = shard.len() < capacity;
+        if !room {
             let victim = shard
                 .iter()
                 .take(EVICTION_SAMPLE)
                 .min_by_key(|(_, f)| (f.count, f.latest))
+                .filter(|(_, f)| f.count <= 1)
                 .map(|(k, _)| *k);
-            match victim {
-                Some(k) => {
-                    shard.remove(&k);
-                }
-                None => break,
+            if let Some(victim) = victim {
+                shard.remove(&victim);
+                room = true;
             }
         }
         self.tracked
             .fetch_sub(before - shard.len(), Ordering::Relaxed);
+        room
     }
 }
 
@@ -236,6 +251,21 @@ mod tests {
         t.record_failure("2001:db8::2".parse().unwrap(), &l, now);
         assert!(t.is_throttled("2001:db8::ffff".parse().unwrap(), &l, now));
         assert!(!t.is_throttled("2001:db8:0:1::1".parse().unwrap(), &l, now));
+    }
+
+    #[test]
+    fn a_tiny_table_still_keeps_a_throttled_address() {
+        let t = Throttle::new();
+        let l = limits(3, 16); // one slot per shard
+        let now = Instant::now();
+        for _ in 0..3 {
+            t.record_failure(v4(7), &l, now);
+        }
+        for n in 1_000..5_000 {
+            t.record_failure(v4(n), &l, now);
+        }
+        assert!(t.tracked() <= 16);
+        assert!(t.is_throttled(v4(7), &l, now));
     }
 
     #[test]

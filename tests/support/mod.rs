@@ -180,6 +180,7 @@ impl TestProxyBuilder {
             .await
             .expect("keygate starts");
         let keyring = app.keyring().clone();
+        let state = app.proxy().clone();
         let reloader = app.reloader(config_path.clone());
         let proxy_addr = app.proxy_addr();
         let admin_addr = app.admin_addr();
@@ -198,6 +199,7 @@ impl TestProxyBuilder {
             config_path,
             reloader,
             keyring,
+            state,
             stop: Some(stop_tx),
             task: Some(task),
             logs: log_rx,
@@ -233,6 +235,8 @@ pub struct TestProxy {
     reloader: keygate::app::Reloader,
     /// The running keyring (to count store writes).
     pub keyring: std::sync::Arc<keygate::keys::Keyring>,
+    /// The running proxy state (to look at the throttle).
+    pub state: std::sync::Arc<keygate::proxy::Proxy>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     logs: mpsc::UnboundedReceiver<Vec<u8>>,

@@ -125,6 +125,15 @@ impl RecordingUpstream {
             .expect("upstream running")
     }
 
+    /// Asserts nothing but requests for `target` reached the upstream.
+    pub fn assert_untouched_except(&self, target: &str) {
+        let seen = self.seen();
+        assert!(
+            seen.iter().all(|r| r.target == target),
+            "upstream saw unexpected requests: {seen:?}"
+        );
+    }
+
     /// Asserts nothing reached the upstream so far.
     pub fn assert_untouched(&self) {
         let seen = self.seen();
