@@ -584,7 +584,7 @@ compare() {
     fi
     if [[ -n ${PORT[kg-2w]:-} ]]; then
         kg2=$(median loaded kg-2w 3)
-        echo "| scales with workers: 2 workers / 1 worker (2 cores shared with wrk and the upstream) | $(ratio "$kg2" "$kg") × | see note |"
+        echo "| scales with workers: throughput 2 workers / 1 worker | $(ratio "$kg2" "$kg") × | ? (on 2 cores wrk and the upstream hold the other core; CPU/request 2 workers / 1: $(ratio "$(median loaded kg-2w 7)" "$kgc") ×) |"
     fi
     echo
     echo "keygate 1-key RSS after the runs: $(rss_mb "${PID[keygate]}") MB."
