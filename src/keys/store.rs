@@ -24,7 +24,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 
 use super::audit::AuditEvent;
 use super::record::DecodeError;
@@ -203,9 +206,24 @@ impl Store {
     /// Reads every key and blocked user.
     pub fn load(&self) -> Result<Contents, StoreError> {
         let txn = self.db.begin_read().map_err(StoreError::redb)?;
+        // Last-use times first, in one pass, rather than one lookup per key.
+        let mut last_used = std::collections::HashMap::new();
+        for entry in txn
+            .open_table(LAST_USED)
+            .map_err(StoreError::redb)?
+            .iter()
+            .map_err(StoreError::redb)?
+        {
+            let (id, at) = entry.map_err(StoreError::redb)?;
+            if let Some(id) = KeyId::parse(id.value()) {
+                last_used.insert(id, at.value());
+            }
+        }
         let keys_table = txn.open_table(KEYS).map_err(StoreError::redb)?;
-        let last_used = txn.open_table(LAST_USED).map_err(StoreError::redb)?;
         let mut contents = Contents::default();
+        contents
+            .keys
+            .reserve(usize::try_from(keys_table.len().map_err(StoreError::redb)?).unwrap_or(0));
         for entry in keys_table.iter().map_err(StoreError::redb)? {
             let (id, value) = entry.map_err(StoreError::redb)?;
             let id_text = id.value();
@@ -218,8 +236,8 @@ impl Store {
                     id: id.to_string(),
                     source,
                 })?;
-            if let Some(used) = last_used.get(id.as_str()).map_err(StoreError::redb)? {
-                record.last_used_at = Some(Timestamp::from_unix(used.value()));
+            if let Some(&used) = last_used.get(&id) {
+                record.last_used_at = Some(Timestamp::from_unix(used));
             }
             contents.keys.push(record);
         }
