@@ -211,6 +211,71 @@ fn auth_decision(c: &mut Criterion) {
     group.finish();
 }
 
+/// The proxy's decision plus what issue 5 added to it: recording the key's
+/// last use in memory (`Entry::touch`, as `Proxy::admit` does).
+#[inline(always)]
+fn decide_and_touch(
+    snapshot: &Snapshot,
+    settings: &ProxySettings,
+    throttle: &Throttle,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> bool {
+    let target = Target::from_uri(uri).unwrap();
+    let credentials = Credentials::from_headers(headers).unwrap();
+    let now = Timestamp::now();
+    let cx = AuthContext {
+        snapshot,
+        settings,
+        throttle,
+        client: CLIENT,
+        now,
+        instant: Instant::now(),
+    };
+    match authenticate(&cx, credentials.secret(), &target) {
+        Ok(keygate::auth::Identity::Key(entry)) => {
+            entry.touch(now);
+            true
+        }
+        Ok(_) => true,
+        Err(_) => false,
+    }
+}
+
+/// The cost of last-use tracking on the request path: the same decision
+/// without and with the in-memory touch, side by side.
+fn last_used(c: &mut Criterion) {
+    let settings = settings();
+    let throttle = Throttle::new();
+    let uri: Uri = "/api/things?page=2".parse().unwrap();
+    let keys = one();
+    let headers = basic_header(keys.shown[0].expose());
+    let mut group = c.benchmark_group("last_used");
+    group.bench_function("decision without last-use (before)", |b| {
+        b.iter(|| {
+            black_box(decide(
+                &keys.snapshot,
+                &settings,
+                &throttle,
+                black_box(&uri),
+                black_box(&headers),
+            ))
+        })
+    });
+    group.bench_function("decision with last-use touch (after)", |b| {
+        b.iter(|| {
+            black_box(decide_and_touch(
+                &keys.snapshot,
+                &settings,
+                &throttle,
+                black_box(&uri),
+                black_box(&headers),
+            ))
+        })
+    });
+    group.finish();
+}
+
 fn refusals(c: &mut Criterion) {
     let settings = settings();
     let uri: Uri = "/api/things?page=2".parse().unwrap();
@@ -473,6 +538,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = auth_decision, refusals, pieces, targets, headers, snapshot_update
+    targets = auth_decision, last_used, refusals, pieces, targets, headers, snapshot_update
 }
 criterion_main!(benches);
