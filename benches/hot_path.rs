@@ -430,11 +430,7 @@ fn headers(c: &mut Criterion) {
         Verified::Invalid => panic!("bench key does not verify"),
     };
     let original = realistic_headers(key);
-    let peer = Peer {
-        addr: CLIENT,
-        trusted: false,
-        proto: "http",
-    };
+    let peer = Peer::new(CLIENT, false, "http");
     let mut check = original.clone();
     rewrite_request(&mut check, &settings, &peer, Some(entry));
     assert_eq!(check.get("x-haplo-user").unwrap(), entry.user_header);
@@ -448,10 +444,7 @@ fn headers(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    let trusted_peer = Peer {
-        trusted: true,
-        ..peer
-    };
+    let trusted_peer = Peer::new(CLIENT, true, "http");
     group.bench_function("rewrite_request, 12 headers, trusted peer", |b| {
         b.iter_batched_ref(
             || original.clone(),

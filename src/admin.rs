@@ -128,22 +128,9 @@ impl Admin {
         let required = form_urlencoded::parse(query.unwrap_or("").as_bytes())
             .any(|(name, value)| name == "upstream" && value == "required");
         let upstream = self.proxy.settings().upstream;
-        let port = upstream.authority.port_u16().unwrap_or(
-            if upstream.scheme == http::uri::Scheme::HTTPS {
-                443
-            } else {
-                80
-            },
-        );
-        let host = upstream
-            .authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
         let probe = tokio::time::timeout(
             READY_PROBE,
-            tokio::net::TcpStream::connect((host.as_str(), port)),
+            tokio::net::TcpStream::connect((upstream.host(), upstream.port())),
         )
         .await;
         let upstream_state = match probe {

@@ -88,6 +88,27 @@ pub struct UpstreamOrigin {
     pub authority: Authority,
 }
 
+impl UpstreamOrigin {
+    /// The host to connect to, without the brackets of an IPv6 literal.
+    pub fn host(&self) -> &str {
+        let host = self.authority.host();
+        host.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+    }
+
+    /// The port, or the scheme's default.
+    pub fn port(&self) -> u16 {
+        self.authority
+            .port_u16()
+            .unwrap_or(if self.scheme == Scheme::HTTPS {
+                443
+            } else {
+                80
+            })
+    }
+}
+
 impl fmt::Display for UpstreamOrigin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://{}", self.scheme, self.authority)

@@ -19,13 +19,13 @@
 mod body;
 pub mod headers;
 mod log;
+mod pool;
 mod refusal;
 mod upgrade;
 mod upstream;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,7 @@ use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use tokio::net::TcpListener;
 
-pub use self::body::{BodyError, ResponseBody, TimedBody};
+pub use self::body::{BodyError, ResponseBody, TimedBody, UpstreamBody};
 pub use self::log::PendingLog;
 pub use self::refusal::{BadRequest, Blame, Refusal, UpstreamCause};
 pub use self::upstream::Upstream;
@@ -75,7 +75,7 @@ struct Live {
 
 impl Live {
     fn new(settings: ProxySettings) -> Result<Self, TlsError> {
-        let upstream = Upstream::new(settings.upstream_ca.as_deref())?;
+        let upstream = Upstream::new(&settings.upstream, settings.upstream_ca.as_deref())?;
         Ok(Live { settings, upstream })
     }
 }
@@ -120,22 +120,17 @@ impl Proxy {
         &self.throttle
     }
 
-    /// Handles one request from `peer`. Never fails: every problem becomes
-    /// a response.
+    /// Handles one request from `peer` (whose `trusted` flag is set here,
+    /// from the settings in force). Never fails: every problem becomes a
+    /// response.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
-        peer_addr: SocketAddr,
-        tls: bool,
+        mut peer: Peer,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let live = self.live.load_full();
         let settings = &live.settings;
-        let peer_ip = crate::config::canonical_ip(peer_addr.ip());
-        let peer = Peer {
-            addr: peer_ip,
-            trusted: settings.is_trusted(peer_ip),
-            proto: if tls { "https" } else { "http" },
-        };
+        peer.trusted = settings.is_trusted(peer.addr);
         let client = headers::client_address(&peer, request.headers(), settings);
         let started = Instant::now();
         let time = self.keyring.clock().now();
@@ -153,26 +148,27 @@ impl Proxy {
         } = admitted;
 
         let sent = Instant::now();
-        let mut response = match live.upstream.send(request, settings.upstream_timeout).await {
-            Ok(response) => {
-                self.metrics.upstream(sent.elapsed());
-                response
-            }
-            Err(refusal) => {
-                match refusal {
-                    Refusal::BadGateway(cause) => self.metrics.upstream_error(cause.as_str()),
-                    Refusal::GatewayTimeout => self.metrics.upstream_error("timeout"),
-                    // The client's body failed: not the upstream's doing.
-                    Refusal::BadRequest(_) | Refusal::Denied(_) => {}
+        let (mut response, lease) =
+            match live.upstream.send(request, settings.upstream_timeout).await {
+                Ok(answered) => {
+                    self.metrics.upstream(sent.elapsed());
+                    answered
                 }
-                let rejected = Rejected {
-                    refusal,
-                    info,
-                    identity: identity.into_headers(),
-                };
-                return Ok(self.refuse(rejected, version));
-            }
-        };
+                Err(refusal) => {
+                    match refusal {
+                        Refusal::BadGateway(cause) => self.metrics.upstream_error(cause.as_str()),
+                        Refusal::GatewayTimeout => self.metrics.upstream_error("timeout"),
+                        // The client's body failed: not the upstream's doing.
+                        Refusal::BadRequest(_) | Refusal::Denied(_) => {}
+                    }
+                    let rejected = Rejected {
+                        refusal,
+                        info,
+                        identity: identity.into_headers(),
+                    };
+                    return Ok(self.refuse(rejected, version));
+                }
+            };
         let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         let upgraded = match (switching, upgrade) {
             (false, _) => None,
@@ -193,6 +189,8 @@ impl Proxy {
         parts.version = version;
         let upgrade_protocol = parts.headers.get(UPGRADE).cloned();
         headers::rewrite_response(&mut parts.headers);
+        // An upgraded connection is no longer HTTP: its lease is dropped.
+        let lease = upgraded.is_none().then_some(lease);
         if let Some((client, upstream)) = upgraded {
             if let Some(protocol) = upgrade_protocol {
                 parts.headers.insert(UPGRADE, protocol);
@@ -210,7 +208,8 @@ impl Proxy {
             identity.outcome(),
             identity.headers(),
         ));
-        let body = ResponseBody::upstream(TimedBody::new(body, settings.body_timeout), log);
+        let body = UpstreamBody::new(TimedBody::new(body, settings.body_timeout), lease);
+        let body = ResponseBody::upstream(body, log);
         Ok(Response::from_parts(parts, body))
     }
 
@@ -312,19 +311,9 @@ impl Proxy {
         }
         drop(snapshot);
 
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(settings.upstream.scheme.clone());
-        uri.authority = Some(settings.upstream.authority.clone());
-        uri.path_and_query = Some(target.path_and_query().clone());
-        parts.uri = match Uri::from_parts(uri) {
-            Ok(uri) => uri,
-            Err(_) => {
-                return Err(Rejected::new(
-                    BadRequest::Target(crate::target::TargetError::BadByte).into(),
-                    info,
-                ))
-            }
-        };
+        // Origin-form, exactly the target that was checked; the upstream's
+        // address is the pool's business and `Host` is the client's.
+        parts.uri = Uri::from(target.path_and_query().clone());
         parts.version = Version::HTTP_11;
         let body = TimedBody::new(body, settings.body_timeout);
         Ok((
@@ -437,7 +426,7 @@ pub async fn serve(
         grace,
         open_connections: Some(proxy.metrics.open_connections.clone()),
     };
-    server::serve(listener, options, shutdown, move |peer, tls| {
+    server::serve(listener, options, shutdown, move |peer_addr, tls| {
         let settings = {
             let live = proxy.live.load();
             ConnSettings {
@@ -448,9 +437,16 @@ pub async fn serve(
             }
         };
         let proxy = proxy.clone();
+        // Made once per connection: the address text for X-Forwarded-For.
+        let peer = Peer::new(
+            crate::config::canonical_ip(peer_addr.ip()),
+            false,
+            if tls { "https" } else { "http" },
+        );
         let service = service_fn(move |request| {
             let proxy = proxy.clone();
-            async move { proxy.handle(request, peer, tls).await }
+            let peer = peer.clone();
+            async move { proxy.handle(request, peer).await }
         });
         (settings, service)
     })

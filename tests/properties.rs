@@ -431,7 +431,7 @@ proptest! {
                 headers.append(name, value);
             }
         }
-        let peer = Peer { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), trusted, proto: "http" };
+        let peer = Peer::new(IpAddr::V4(Ipv4Addr::LOCALHOST), trusted, "http");
         let alice = entry("alice");
         let identity = authenticated.then_some(&*alice);
         rewrite_request(&mut headers, &settings, &peer, identity);

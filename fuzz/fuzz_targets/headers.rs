@@ -96,11 +96,7 @@ fuzz_target!(|data: &[u8]| {
             headers.append(name, value);
         }
     }
-    let peer = Peer {
-        addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        trusted,
-        proto: "http",
-    };
+    let peer = Peer::new(IpAddr::V4(Ipv4Addr::LOCALHOST), trusted, "http");
     let identity = authenticated.then_some(&**ALICE);
     rewrite_request(&mut headers, settings, &peer, identity);
 

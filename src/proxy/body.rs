@@ -3,6 +3,9 @@
 //! - [`TimedBody`] wraps hyper's `Incoming` (a client's upload or the
 //!   upstream's response) and fails it when no frame arrives within the
 //!   body timeout, so a stalled peer cannot hold a connection forever.
+//! - [`UpstreamBody`] is the upstream's response body with the lease on
+//!   its pooled connection, handed back once the body has been read to its
+//!   end (and only then: a connection left mid-message cannot be reused).
 //! - [`ResponseBody`] is what the client receives: the upstream's streamed
 //!   body or one of keygate's own JSON refusals. It counts the bytes sent
 //!   and writes the access-log line when the body ends (or is dropped, if
@@ -23,6 +26,7 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
 use super::log::PendingLog;
+use super::pool::Lease;
 use crate::stall::Stall;
 
 /// A body that failed part-way.
@@ -83,11 +87,69 @@ impl Body for TimedBody {
     }
 }
 
+/// The upstream's response body and the connection it arrives on.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    body: TimedBody,
+    lease: Option<Lease>,
+    /// The body reached its end (`Ready(None)`; chunked bodies only say so
+    /// that way).
+    ended: bool,
+}
+
+impl UpstreamBody {
+    /// `body`, handing `lease` (if any) back to its pool once it has ended.
+    pub(crate) fn new(body: TimedBody, lease: Option<Lease>) -> Self {
+        UpstreamBody {
+            body,
+            lease,
+            ended: false,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            this.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // hyper stops polling a body of known length once it is complete,
+        // and never polls an empty one: `is_end_stream` covers both.
+        if self.is_end_stream() {
+            if let Some(lease) = self.lease.take() {
+                lease.release();
+            }
+        }
+    }
+}
+
 pin_project! {
     #[project = SourceProj]
     #[derive(Debug)]
     enum Source {
-        Upstream { #[pin] body: TimedBody },
+        Upstream { #[pin] body: UpstreamBody },
         Local { #[pin] body: Full<Bytes> },
     }
 }
@@ -113,7 +175,7 @@ pin_project! {
 
 impl ResponseBody {
     /// The upstream's body, streamed.
-    pub fn upstream(body: TimedBody, log: Option<PendingLog>) -> Self {
+    pub fn upstream(body: UpstreamBody, log: Option<PendingLog>) -> Self {
         ResponseBody {
             source: Source::Upstream { body },
             log,

@@ -55,7 +55,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Facts about the connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     /// The TCP peer.
     pub addr: IpAddr,
@@ -63,6 +63,23 @@ pub struct Peer {
     pub trusted: bool,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: &'static str,
+    /// `addr` as a header value, made once per connection rather than
+    /// formatted for every request.
+    addr_value: HeaderValue,
+}
+
+impl Peer {
+    /// The peer at `addr`.
+    pub fn new(addr: IpAddr, trusted: bool, proto: &'static str) -> Self {
+        let addr_value = HeaderValue::try_from(addr.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Peer {
+            addr,
+            trusted,
+            proto,
+            addr_value,
+        }
+    }
 }
 
 /// The client address: the TCP peer, or, when the peer is a trusted proxy,
@@ -148,8 +165,40 @@ pub fn rewrite_request(
     peer: &Peer,
     identity: Option<&Entry>,
 ) {
-    remove_hop_by_hop(headers);
     headers.remove(AUTHORIZATION);
+    // One read-only pass first: most requests carry nothing else to strip,
+    // and a scan of a handful of names is cheaper than a dozen hashed
+    // removals that find nothing.
+    if headers
+        .keys()
+        .any(|name| must_strip(name, settings, peer.trusted))
+    {
+        strip(headers, settings);
+    }
+
+    if let Some(entry) = identity {
+        headers.insert(settings.identity_header.clone(), entry.user_header.clone());
+        headers.insert(settings.key_id_header.clone(), entry.id_header.clone());
+    }
+
+    set_forwarded(headers, peer);
+}
+
+/// Whether `name` is one [`strip`] (or, from an untrusted peer,
+/// [`set_forwarded`]) removes.
+fn must_strip(name: &HeaderName, settings: &ProxySettings, trusted: bool) -> bool {
+    HOP_BY_HOP.contains(name)
+        || name == EXPECT
+        || (!trusted && name == FORWARDED)
+        || is_alias(name.as_str(), settings.identity_header.as_str())
+        || is_alias(name.as_str(), settings.key_id_header.as_str())
+        || is_alias(name.as_str(), X_ONEIS_KEY)
+}
+
+/// Removes hop-by-hop headers, `Expect`, and every spelling of the identity,
+/// key-id and legacy credential headers.
+fn strip(headers: &mut HeaderMap, settings: &ProxySettings) {
+    remove_hop_by_hop(headers);
     // hyper already answered `Expect: 100-continue` to the client when the
     // body was first read; the upstream must not see it again.
     headers.remove(EXPECT);
@@ -171,29 +220,21 @@ pub fn rewrite_request(
     for name in aliases {
         headers.remove(name);
     }
-
-    if let Some(entry) = identity {
-        headers.insert(settings.identity_header.clone(), entry.user_header.clone());
-        headers.insert(settings.key_id_header.clone(), entry.id_header.clone());
-    }
-
-    set_forwarded(headers, peer);
 }
 
 fn set_forwarded(headers: &mut HeaderMap, peer: &Peer) {
-    let peer_text = peer.addr.to_string();
     if peer.trusted {
         let previous: Vec<&str> = headers
             .get_all(X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
-        let chain = if previous.is_empty() {
-            peer_text
+        let value = if previous.is_empty() {
+            Some(peer.addr_value.clone())
         } else {
-            format!("{}, {peer_text}", previous.join(", "))
+            HeaderValue::try_from(format!("{}, {}", previous.join(", "), peer.addr)).ok()
         };
-        if let Ok(value) = HeaderValue::from_str(&chain) {
+        if let Some(value) = value {
             headers.insert(X_FORWARDED_FOR, value);
         }
         if !headers.contains_key(X_FORWARDED_PROTO) {
@@ -201,9 +242,7 @@ fn set_forwarded(headers: &mut HeaderMap, peer: &Peer) {
         }
     } else {
         headers.remove(FORWARDED);
-        if let Ok(value) = HeaderValue::from_str(&peer_text) {
-            headers.insert(X_FORWARDED_FOR, value);
-        }
+        headers.insert(X_FORWARDED_FOR, peer.addr_value.clone());
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(peer.proto));
     }
 }

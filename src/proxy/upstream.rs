@@ -1,71 +1,65 @@
-//! The pooled HTTP/1.1 client that reaches the application.
+//! Sending a request to the application and classifying what went wrong.
 //!
-//! One hyper-util `Client` per configuration: connections are kept alive
-//! and reused across requests. A reload builds a new client (and so a new
-//! pool); requests already in flight finish on the old one. `TCP_NODELAY`
-//! is set because every request is a small write followed by a wait.
+//! The upstream is always spoken to in HTTP/1.1 over kept-alive
+//! connections from [`Pool`]: HTTP/2 towards the application buys nothing
+//! on a LAN or loopback hop. `https://` upstreams go through rustls with
+//! webpki's roots or the CA file of `proxy.upstream_ca`, and the upstream's
+//! host name as SNI.
 //!
-//! `https://` upstreams go through rustls (hyper-rustls), with webpki's
-//! roots or the CA file of `proxy.upstream_ca`, and the upstream's host
-//! name as SNI. The upstream is always spoken to in HTTP/1.1: HTTP/2
-//! towards the application buys nothing on a LAN or loopback hop.
+//! A request that a pooled connection never sent (the upstream had closed
+//! it while idle) is retried on another connection; a request that may
+//! have reached the application is never sent twice.
 
-use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::{BodyError, TimedBody};
+use super::pool::{ConnectError, Lease, Pool};
 use super::refusal::{BadRequest, Refusal, UpstreamCause};
+use crate::config::UpstreamOrigin;
 use crate::tls::{self, TlsError};
 
-/// How long an idle pooled connection is kept.
-const POOL_IDLE: Duration = Duration::from_secs(90);
-/// Connection attempts that take longer than this fail with 502.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The upstream client.
+/// The upstream client for one configuration.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, TimedBody>,
+    pool: Pool,
 }
 
 impl Upstream {
-    /// A client with keygate's pool settings, trusting `ca` (or webpki's
-    /// roots) for `https://` upstreams.
-    pub fn new(ca: Option<&Path>) -> Result<Self, TlsError> {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        http.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls::upstream_client_config(ca)?)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
-        Ok(Upstream { client })
+    /// A client for `origin`, trusting `ca` (or webpki's roots) when the
+    /// origin is `https://`.
+    pub fn new(origin: &UpstreamOrigin, ca: Option<&std::path::Path>) -> Result<Self, TlsError> {
+        let tls = if origin.scheme == http::uri::Scheme::HTTPS {
+            let mut config = tls::upstream_client_config(ca)?;
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(Arc::new(config))
+        } else {
+            None
+        };
+        Ok(Upstream {
+            pool: Pool::new(origin, tls),
+        })
     }
 
-    /// Sends a request and waits for the response head, at most `timeout`.
-    pub async fn send(
+    /// Sends a request (origin-form target, `Host` set) and waits for the
+    /// response head, at most `timeout` including any connection set-up.
+    /// The lease hands the connection back once the response body ends.
+    pub(crate) async fn send(
         &self,
         request: Request<TimedBody>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, Refusal> {
-        match tokio::time::timeout(timeout, self.client.request(request)).await {
+    ) -> Result<(Response<Incoming>, Lease), Refusal> {
+        match tokio::time::timeout(timeout, self.round_trip(request)).await {
             Err(_elapsed) => Err(Refusal::GatewayTimeout),
-            Ok(Err(error)) => {
+            Ok(Ok(sent)) => Ok(sent),
+            Ok(Err(Failure::Connect(error))) => {
+                tracing::warn!(cause = "connect", error = %ErrorChain(&error), "upstream request failed");
+                Err(Refusal::BadGateway(UpstreamCause::Connect))
+            }
+            Ok(Err(Failure::Request(error))) => {
                 // The client's own body failing (bad chunking, a stall) is
                 // the client's fault, not the upstream's: 400, no warning.
                 if let Some(body) = client_body_error(&error) {
@@ -75,13 +69,41 @@ impl Upstream {
                 tracing::warn!(cause = cause.as_str(), error = %ErrorChain(&error), "upstream request failed");
                 Err(Refusal::BadGateway(cause))
             }
-            Ok(Ok(response)) => Ok(response),
         }
+    }
+
+    async fn round_trip(
+        &self,
+        mut request: Request<TimedBody>,
+    ) -> Result<(Response<Incoming>, Lease), Failure> {
+        loop {
+            let (mut sender, pooled) = self.pool.checkout().await.map_err(Failure::Connect)?;
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, self.pool.lease(sender))),
+                Err(mut failed) => match failed.take_message() {
+                    // Never written: the pooled connection was closed under
+                    // us. Each retry uses up a pooled connection, and a new
+                    // connection is never retried, so this ends.
+                    Some(unsent) if pooled => request = unsent,
+                    _ => return Err(Failure::Request(failed.into_error())),
+                },
+            }
+        }
+    }
+
+    /// Idle pooled connections (for tests and debugging).
+    pub fn idle_connections(&self) -> usize {
+        self.pool.idle()
     }
 }
 
+enum Failure {
+    Connect(ConnectError),
+    Request(hyper::Error),
+}
+
 /// Whether the request failed because the client's body did.
-fn client_body_error(error: &hyper_util::client::legacy::Error) -> Option<BadRequest> {
+fn client_body_error(error: &hyper::Error) -> Option<BadRequest> {
     let mut source = std::error::Error::source(error);
     while let Some(err) = source {
         match err.downcast_ref::<BodyError>() {
@@ -93,18 +115,12 @@ fn client_body_error(error: &hyper_util::client::legacy::Error) -> Option<BadReq
     None
 }
 
-fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamCause {
-    if error.is_connect() {
-        return UpstreamCause::Connect;
+fn classify(error: &hyper::Error) -> UpstreamCause {
+    if error.is_incomplete_message() || error.is_canceled() || error.is_closed() {
+        return UpstreamCause::Closed;
     }
     let mut source = std::error::Error::source(error);
     while let Some(err) = source {
-        if let Some(hyper_err) = err.downcast_ref::<hyper::Error>() {
-            if hyper_err.is_incomplete_message() || hyper_err.is_canceled() || hyper_err.is_closed()
-            {
-                return UpstreamCause::Closed;
-            }
-        }
         if err.downcast_ref::<std::io::Error>().is_some() {
             return UpstreamCause::Closed;
         }

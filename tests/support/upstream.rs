@@ -39,6 +39,9 @@ pub struct Recorded {
     pub headers: Vec<(String, String)>,
     /// Body.
     pub body: Vec<u8>,
+    /// Which connection carried it: connections are numbered from 0 in the
+    /// order the upstream accepted them.
+    pub conn: usize,
 }
 
 impl Recorded {
@@ -82,7 +85,7 @@ impl RecordingUpstream {
         let gate = Arc::new(Semaphore::new(0));
         let gate_task = gate.clone();
         tokio::spawn(async move {
-            loop {
+            for conn in 0.. {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
@@ -90,8 +93,9 @@ impl RecordingUpstream {
                 let tx = tx.clone();
                 let gate = gate_task.clone();
                 tokio::spawn(async move {
-                    let service =
-                        service_fn(move |req| answer(req, seen.clone(), tx.clone(), gate.clone()));
+                    let service = service_fn(move |req| {
+                        answer(req, conn, seen.clone(), tx.clone(), gate.clone())
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()
@@ -146,6 +150,7 @@ impl RecordingUpstream {
 
 async fn answer(
     mut req: Request<Incoming>,
+    conn: usize,
     seen: Arc<Mutex<Vec<Recorded>>>,
     tx: mpsc::UnboundedSender<Recorded>,
     gate: Arc<Semaphore>,
@@ -173,6 +178,7 @@ async fn answer(
             target,
             headers,
             body: Vec::new(),
+            conn,
         };
         seen.lock().unwrap().push(record.clone());
         let _ = tx.send(record);
@@ -184,6 +190,7 @@ async fn answer(
             target,
             headers,
             body: Vec::new(),
+            conn,
         };
         seen.lock().unwrap().push(record.clone());
         let _ = tx.send(record);
@@ -227,6 +234,7 @@ async fn answer(
             target,
             headers,
             body: Vec::new(),
+            conn,
         };
         seen.lock().unwrap().push(record.clone());
         let _ = tx.send(record);
@@ -246,6 +254,7 @@ async fn answer(
         target: target.clone(),
         headers,
         body: body.to_vec(),
+        conn,
     };
     seen.lock().unwrap().push(record.clone());
     let _ = tx.send(record);
