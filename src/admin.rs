@@ -220,7 +220,7 @@ pub async fn serve(
     let options = ListenerOptions {
         name: "admin",
         tls: None,
-        max_connections: MAX_CONNECTIONS,
+        slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
         grace,
         open_connections: None,
     };

@@ -19,7 +19,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use socket2::SockRef;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::access_log::AccessLog;
 use crate::admin::{self, Admin};
@@ -30,6 +32,7 @@ use crate::proxy::{self, Proxy};
 use crate::shutdown;
 use crate::timestamp::Clock;
 use crate::tls::{Tls, TlsError};
+use crate::worker::Worker;
 
 /// Why keygate could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +92,7 @@ impl App {
             keyring.clone(),
             log,
             metrics.clone(),
+            config.workers(),
         )?);
         let proxy_listener = bind("proxy.listen", config.proxy_listen).await?;
         let admin_listener = bind("admin.listen", config.admin_listen).await?;
@@ -148,8 +152,13 @@ impl App {
 
     /// Serves both listeners until `shutdown` resolves, then drains them
     /// and writes the last-use times recorded since the latest flush.
+    ///
+    /// The calling thread is proxy worker 0 and serves the admin listener;
+    /// the other `proxy.worker_threads - 1` workers get threads of their own
+    /// ([`crate::worker`]), accepting on clones of the proxy socket.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let grace = self.config.shutdown_grace;
+        let slots = Arc::new(Semaphore::new(self.config.max_connections));
         let (trigger, watch) = shutdown::channel();
         let signal = async move {
             shutdown.await;
@@ -160,19 +169,49 @@ impl App {
             self.config.last_used_flush,
             watch.clone().wait(),
         ));
+        let mut workers = Vec::new();
+        for index in 1..self.config.workers() {
+            let started = SockRef::from(&self.proxy_listener)
+                .try_clone()
+                .and_then(|socket| {
+                    let listener = std::net::TcpListener::from(socket);
+                    let (proxy, tls, slots) = (self.proxy.clone(), self.tls.clone(), slots.clone());
+                    let stop = watch.clone();
+                    Worker::spawn(index, move || async move {
+                        match TcpListener::from_std(listener) {
+                            Ok(listener) => {
+                                proxy::serve(listener, proxy, tls, slots, stop.wait(), grace).await
+                            }
+                            Err(error) => {
+                                tracing::error!(worker = index, %error, "worker cannot listen")
+                            }
+                        }
+                    })
+                });
+            match started {
+                Ok(worker) => workers.push(worker),
+                Err(error) => {
+                    tracing::error!(worker = index, %error, "cannot start a worker thread; serving with fewer");
+                    break;
+                }
+            }
+        }
         let keyring = self.keyring.clone();
         tokio::join!(
             proxy::serve(
                 self.proxy_listener,
                 self.proxy,
                 self.tls,
-                self.config.max_connections,
+                slots,
                 watch.clone().wait(),
                 grace,
             ),
             admin::serve(self.admin_listener, self.admin, watch.wait(), grace),
             signal,
         );
+        for worker in workers {
+            worker.join().await;
+        }
         let _ = flusher.await;
         // Requests have drained: this flush has every use there will be.
         flush_last_used(&keyring).await;

@@ -229,13 +229,20 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Most client connections open at once.
     pub max_connections: usize,
-    /// Runtime worker threads (`None`: one per core).
+    /// Proxy worker threads (`None`: one per core).
     pub worker_threads: Option<usize>,
     /// Reloadable proxy settings.
     pub proxy: ProxySettings,
 }
 
 impl Config {
+    /// How many proxy workers to run: `worker_threads`, or one per core.
+    pub fn workers(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+
     /// The built-in defaults of SPEC 1.
     pub fn defaults() -> Self {
         // The defaults are constants that validate; a failure is a bug here.

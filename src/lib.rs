@@ -21,7 +21,7 @@
 //! - [`auth`]: reading credentials from the request, the per-address failure
 //!   [`auth::Throttle`], and the decision table of SPEC 5.
 //! - [`proxy`]: the public listener: the per-request service, header hygiene,
-//!   the pooled upstream client, refusals and their JSON bodies.
+//!   the single-origin upstream pool, refusals and their JSON bodies.
 //! - [`admin`]: the loopback JSON API over the keyring.
 //! - [`access_log`]: one JSON line per proxied request, off the hot path.
 //! - [`shutdown`]: the signal future that every server takes.
@@ -29,6 +29,8 @@
 //!   `https://` upstream.
 //! - [`app`]: binds listeners and runs both servers from a validated config;
 //!   `main.rs` only parses arguments and calls into it.
+//! - [`worker`]: the proxy's worker threads, one single-threaded runtime
+//!   each, so a connection and its upstream traffic never change threads.
 //! - [`cli`]: the `keygate keys ...` / `keygate users ...` commands, which talk
 //!   to a running server's admin API and never open the store themselves.
 //!
@@ -58,3 +60,4 @@ mod stall;
 pub mod target;
 pub mod timestamp;
 pub mod tls;
+pub mod worker;

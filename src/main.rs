@@ -14,25 +14,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve => serve(&cli.global),
-        command => match runtime(None) {
+        command => match runtime() {
             Ok(runtime) => runtime.block_on(keygate::cli::run(&cli.global, command)),
             Err(code) => code,
         },
     }
 }
 
-fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
-    // One worker: tokio's current-thread scheduler, which skips work
-    // stealing and cross-thread wake-ups (measured faster for one core).
-    let mut builder = match workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(workers) => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(workers);
-            builder
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
-    };
+/// A current-thread runtime: the CLI needs no more, and `serve` runs proxy
+/// worker 0 on it and starts the other workers' runtimes itself
+/// (`keygate::worker` says why they are not one multi-thread runtime).
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_all().build().map_err(|error| {
         eprintln!("keygate: cannot start the async runtime: {error}");
         ExitCode::FAILURE
@@ -48,7 +41,7 @@ fn serve(global: &Global) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime(config.worker_threads) {
+    match runtime() {
         Ok(runtime) => runtime.block_on(run(config)),
         Err(code) => code,
     }

@@ -63,6 +63,8 @@ pub struct Proxy {
     throttle: Throttle,
     log: AccessLog,
     metrics: Arc<Metrics>,
+    /// Worker threads, each with its own share of the upstream pool.
+    workers: usize,
 }
 
 /// What a reload replaces, together: the settings and the upstream client
@@ -74,23 +76,25 @@ struct Live {
 }
 
 impl Live {
-    fn new(settings: ProxySettings) -> Result<Self, TlsError> {
-        let upstream = Upstream::new(&settings.upstream, settings.upstream_ca.as_deref())?;
+    fn new(settings: ProxySettings, workers: usize) -> Result<Self, TlsError> {
+        let upstream = Upstream::new(&settings.upstream, settings.upstream_ca.as_deref(), workers)?;
         Ok(Live { settings, upstream })
     }
 }
 
 impl Proxy {
-    /// A proxy over `keyring` with `settings`. Fails only if the upstream
-    /// CA file cannot be used.
+    /// A proxy over `keyring` with `settings`, served by `workers` worker
+    /// threads. Fails only if the upstream CA file cannot be used.
     pub fn new(
         settings: ProxySettings,
         keyring: Arc<Keyring>,
         log: AccessLog,
         metrics: Arc<Metrics>,
+        workers: usize,
     ) -> Result<Self, TlsError> {
         Ok(Proxy {
-            live: ArcSwap::from_pointee(Live::new(settings)?),
+            live: ArcSwap::from_pointee(Live::new(settings, workers)?),
+            workers,
             keyring,
             throttle: Throttle::new(),
             log,
@@ -106,7 +110,8 @@ impl Proxy {
     /// Replaces the settings (and the upstream client); requests that start
     /// afterwards use them, requests in flight finish with the old ones.
     pub fn reload(&self, settings: ProxySettings) -> Result<(), TlsError> {
-        self.live.store(Arc::new(Live::new(settings)?));
+        self.live
+            .store(Arc::new(Live::new(settings, self.workers)?));
         Ok(())
     }
 
@@ -415,14 +420,14 @@ pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     tls: Option<Arc<Tls>>,
-    max_connections: usize,
+    slots: Arc<tokio::sync::Semaphore>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
     let options = ListenerOptions {
         name: "proxy",
         tls,
-        max_connections,
+        slots,
         grace,
         open_connections: Some(proxy.metrics.open_connections.clone()),
     };

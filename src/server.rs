@@ -67,9 +67,10 @@ pub(crate) struct ListenerOptions {
     pub(crate) name: &'static str,
     /// TLS termination, if any.
     pub(crate) tls: Option<Arc<Tls>>,
-    /// Most connections open at once; at the cap, new connections wait in
-    /// the kernel's accept queue instead of being accepted.
-    pub(crate) max_connections: usize,
+    /// One permit per open connection; at the cap, new connections wait in
+    /// the kernel's accept queue instead of being accepted. Shared by every
+    /// worker accepting on the same socket, so the cap is per process.
+    pub(crate) slots: Arc<Semaphore>,
     /// How long a shutdown waits for connections to finish.
     pub(crate) grace: Duration,
     /// Counts open connections, when this listener is measured.
@@ -97,13 +98,12 @@ pub(crate) async fn serve<S, B>(
     // Every connection task holds a clone; `recv` returns `None` once all
     // are gone, which is how the drain knows it is done.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-    let slots = Arc::new(Semaphore::new(options.max_connections));
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
             biased;
             () = &mut shutdown => break,
-            slot = slots.clone().acquire_owned() => match slot {
+            slot = options.slots.clone().acquire_owned() => match slot {
                 Ok(slot) => slot,
                 Err(_closed) => break,
             },

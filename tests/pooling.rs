@@ -16,10 +16,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+/// keygate with one worker thread: with more, each worker keeps its own
+/// connections, and which worker accepts a client is the kernel's choice.
+async fn one_worker(upstream: SocketAddr) -> TestProxy {
+    TestProxy::builder()
+        .upstream(upstream)
+        .proxy("worker_threads = 1")
+        .start()
+        .await
+}
+
 #[tokio::test]
 async fn sequential_requests_share_one_upstream_connection() {
     let upstream = RecordingUpstream::start().await;
-    let proxy = TestProxy::builder().upstream(upstream.addr).start().await;
+    let proxy = one_worker(upstream.addr).await;
     let key = proxy.create_key("alice", "/").await;
     // A body of known length, no body at all (HEAD, 204) and an echo: each
     // ends its message, so each leaves the connection reusable. Every
@@ -40,9 +50,30 @@ async fn sequential_requests_share_one_upstream_connection() {
 }
 
 #[tokio::test]
+async fn with_two_workers_connections_are_still_reused() {
+    let upstream = RecordingUpstream::start().await;
+    let proxy = TestProxy::builder()
+        .upstream(upstream.addr)
+        .proxy("worker_threads = 2")
+        .start()
+        .await;
+    let key = proxy.create_key("alice", "/api/").await;
+    for _ in 0..20 {
+        let resp = proxy.send(Req::get("/api/x").basic(&key.key)).await;
+        assert_eq!(resp.status, 200);
+    }
+    let mut conns: Vec<usize> = upstream.seen().iter().map(|r| r.conn).collect();
+    conns.sort_unstable();
+    conns.dedup();
+    // 20 client connections, spread over two workers by the kernel: at
+    // most one upstream connection per worker, never one per request.
+    assert!(conns.len() <= 2, "upstream connections used: {conns:?}");
+}
+
+#[tokio::test]
 async fn a_chunked_response_read_to_its_end_leaves_the_connection_reusable() {
     let mut upstream = Scripted::start(Script::Chunked).await;
-    let proxy = TestProxy::builder().upstream(upstream.addr).start().await;
+    let proxy = one_worker(upstream.addr).await;
     let key = proxy.create_key("alice", "/").await;
     for _ in 0..3 {
         let resp = proxy.send(Req::get("/chunked").basic(&key.key)).await;

@@ -17,8 +17,10 @@
 //! - Idle connections older than [`IDLE_TIMEOUT`] are dropped when seen, and
 //!   at most [`MAX_IDLE`] are kept.
 //!
-//! Each connection is driven by its own task; the [`SendRequest`] handles
-//! are what the pool stores. A reload builds a new pool; leases on the old
+//! Each connection is driven by its own task, on the worker thread that
+//! opened it; the [`SendRequest`] handles are what the pool stores, one
+//! stack per worker ([`crate::worker::index`]), so a request only ever uses
+//! a connection its own thread drives: no wake-up crosses threads. A reload builds a new pool; leases on the old
 //! one keep it alive until their bodies end.
 
 use std::collections::VecDeque;
@@ -79,7 +81,8 @@ pub(super) struct Pool {
 }
 
 struct Shared {
-    idle: Mutex<VecDeque<Idle>>,
+    /// One stack per worker thread.
+    idle: Box<[Mutex<VecDeque<Idle>>]>,
     host: String,
     port: u16,
     /// Set for an `https://` origin: rustls with the upstream's roots, and
@@ -111,7 +114,11 @@ impl std::fmt::Debug for Idle {
 impl Pool {
     /// An empty pool for `origin`; `tls` is the client config for an
     /// `https://` origin (ignored for `http://`).
-    pub(super) fn new(origin: &UpstreamOrigin, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+    pub(super) fn new(
+        origin: &UpstreamOrigin,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        workers: usize,
+    ) -> Self {
         let host = origin.host().to_owned();
         let tls = tls.and_then(|config| {
             let name = ServerName::try_from(host.clone()).ok()?;
@@ -119,7 +126,9 @@ impl Pool {
         });
         Pool {
             shared: Arc::new(Shared {
-                idle: Mutex::new(VecDeque::new()),
+                idle: (0..workers.max(1))
+                    .map(|_| Mutex::new(VecDeque::new()))
+                    .collect(),
                 port: origin.port(),
                 host,
                 tls,
@@ -150,11 +159,6 @@ impl Pool {
         }
     }
 
-    /// The number of idle connections (for tests and debugging).
-    pub(super) fn idle(&self) -> usize {
-        self.lock().len()
-    }
-
     fn take(&self) -> Option<Sender> {
         let mut idle = self.lock();
         while let Some(entry) = idle.pop_back() {
@@ -183,12 +187,12 @@ impl Pool {
         }
     }
 
+    /// This worker's stack. Uncontended: only its own thread takes it.
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+        let stacks = &self.shared.idle;
+        let stack = &stacks[crate::worker::index() % stacks.len()];
         // The queue holds no invariant a panic could break half-way.
-        self.shared
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        stack.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn connect(&self) -> Result<Sender, ConnectError> {

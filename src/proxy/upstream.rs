@@ -30,8 +30,13 @@ pub struct Upstream {
 
 impl Upstream {
     /// A client for `origin`, trusting `ca` (or webpki's roots) when the
-    /// origin is `https://`.
-    pub fn new(origin: &UpstreamOrigin, ca: Option<&std::path::Path>) -> Result<Self, TlsError> {
+    /// origin is `https://`, with a share of idle connections for each of
+    /// `workers` worker threads.
+    pub fn new(
+        origin: &UpstreamOrigin,
+        ca: Option<&std::path::Path>,
+        workers: usize,
+    ) -> Result<Self, TlsError> {
         let tls = if origin.scheme == http::uri::Scheme::HTTPS {
             let mut config = tls::upstream_client_config(ca)?;
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -40,7 +45,7 @@ impl Upstream {
             None
         };
         Ok(Upstream {
-            pool: Pool::new(origin, tls),
+            pool: Pool::new(origin, tls, workers),
         })
     }
 
@@ -89,11 +94,6 @@ impl Upstream {
                 },
             }
         }
-    }
-
-    /// Idle pooled connections (for tests and debugging).
-    pub fn idle_connections(&self) -> usize {
-        self.pool.idle()
     }
 }
 

@@ -1,0 +1,70 @@
+//! Worker threads: the proxy listener served by N single-threaded runtimes.
+//!
+//! Measured on this project's 2-core machine (`wrk -t1 -c64`): tokio's
+//! multi-thread scheduler with two workers served fewer requests than one
+//! current-thread runtime, at about 28 µs of CPU per request against 17.
+//! Work stealing moves a connection's tasks between threads, and every
+//! wake-up across threads costs a syscall. So keygate runs one
+//! current-thread runtime per worker instead, each on its own OS thread and
+//! each accepting from a clone of the same listening socket: the kernel
+//! hands every new connection to exactly one of them, and the connection
+//! lives its whole life on that worker, together with its requests' tasks
+//! and that worker's share of the upstream pool ([`index`] picks it).
+//!
+//! The thread that calls [`App::run`](crate::app::App::run) is worker 0 and
+//! also serves the admin listener, signals and the last-use flusher; the
+//! others are spawned here and run nothing but the proxy.
+
+use std::cell::Cell;
+use std::future::Future;
+
+use tokio::sync::oneshot;
+
+thread_local! {
+    static INDEX: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The worker this thread is (0 outside worker threads), for per-worker
+/// state such as the upstream pool's idle connections.
+pub fn index() -> usize {
+    INDEX.with(Cell::get)
+}
+
+/// A spawned worker thread.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    index: usize,
+    done: oneshot::Receiver<()>,
+}
+
+impl Worker {
+    /// Starts worker `index` on a new thread with its own current-thread
+    /// runtime, running the future `make` returns until it completes.
+    /// `make` runs on the new thread, inside its runtime, so it may
+    /// register sockets with it.
+    pub(crate) fn spawn<F, Fut>(index: usize, make: F) -> std::io::Result<Worker>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (finished, done) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("keygate-worker-{index}"))
+            .spawn(move || {
+                INDEX.with(|i| i.set(index));
+                runtime.block_on(async move { make().await });
+                let _ = finished.send(());
+            })?;
+        Ok(Worker { index, done })
+    }
+
+    /// Waits until the worker's future has completed (or the thread died).
+    pub(crate) async fn join(self) {
+        if self.done.await.is_err() {
+            tracing::error!(worker = self.index, "worker thread ended abnormally");
+        }
+    }
+}
