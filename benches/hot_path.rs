@@ -27,10 +27,10 @@
 //!   excluded from the timing (`iter_batched`); `headers/clone only` shows
 //!   what it would have added.
 //! - `snapshot/*`: the in-memory part of an admin write at 1,000,000 keys.
-//!   `Snapshot::with_key` / `without_key` are `pub(crate)`, so these bench
-//!   the same operation on the same type the snapshot holds
-//!   (`imbl::HashMap<KeyId, Arc<Entry>>`, an O(log n) persistent insert /
-//!   remove beside a shared original, as `Keyring` does per write) plus the
+//!   `Snapshot::with_entry` / `without_key` are `pub(crate)`, so these
+//!   bench a model of the same operation on the same shape (`SHARDS` shared
+//!   hash sets of `Arc<Entry>`; a write copies the table of shard pointers
+//!   and the one shard it changes, as `Keyring` does per write) plus the
 //!   O(1) `Snapshot::clone`. The durable part (a redb commit) is measured by
 //!   `benches/scale.rs`.
 
@@ -44,7 +44,9 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::{HeaderMap, HeaderValue, Uri};
 use keygate::auth::{authenticate, AuthContext, Credentials, Throttle};
 use keygate::config::{Config, ProxySettings};
-use keygate::keys::{ApiKey, Entry, KeyId, KeyRecord, SecretHash, Snapshot, UserId, Verified};
+use keygate::keys::{
+    ApiKey, Entry, KeyId, KeyRecord, SecretHash, Snapshot, UserId, Verified, SHARDS,
+};
 use keygate::proxy::headers::{rewrite_request, Peer};
 use keygate::scope::Scope;
 use keygate::target::Target;
@@ -433,7 +435,7 @@ fn headers(c: &mut Criterion) {
     let peer = Peer::new(CLIENT, false, "http");
     let mut check = original.clone();
     rewrite_request(&mut check, &settings, &peer, Some(entry));
-    assert_eq!(check.get("x-haplo-user").unwrap(), entry.user_header);
+    assert_eq!(check.get("x-haplo-user").unwrap(), entry.user_header());
     assert!(check.get("authorization").is_none());
 
     let mut group = c.benchmark_group("headers");
@@ -469,48 +471,70 @@ fn snapshot_update(c: &mut Criterion) {
         b.iter(|| black_box(keys.snapshot.clone()))
     });
 
-    // The same persistent map type as `Snapshot.keys`, with 1M entries.
+    // A model of `Snapshot`'s keys: SHARDS shared sets, 1M entries.
+    type Shard = std::collections::HashMap<KeyId, Arc<Entry>>;
+    fn shard_of(id: &KeyId) -> usize {
+        // Any even spread will do for the model.
+        (usize::from(id.as_bytes()[15]) * 31 + usize::from(id.as_bytes()[14])) & (SHARDS - 1)
+    }
     let started = Instant::now();
-    let map: imbl::HashMap<KeyId, Arc<Entry>> = (0..MANY)
-        .map(|i| {
-            let key = ApiKey::generate().unwrap();
-            (key.id(), entry_for(&key, i))
-        })
-        .collect();
+    let mut sets: Vec<Shard> = (0..SHARDS).map(|_| Shard::new()).collect();
+    for i in 0..MANY {
+        let key = ApiKey::generate().unwrap();
+        sets[shard_of(&key.id())].insert(key.id(), entry_for(&key, i));
+    }
+    let map: Arc<[Arc<Shard>]> = sets.into_iter().map(Arc::new).collect();
     eprintln!(
-        "built the 1M-entry imbl model in {:.1} s",
+        "built the 1M-entry sharded model in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let existing: Vec<KeyId> = map.keys().take(ROTATION).copied().collect();
+    let existing: Vec<KeyId> = map
+        .iter()
+        .flat_map(|s| s.keys())
+        .step_by(61)
+        .take(ROTATION)
+        .copied()
+        .collect();
     let fresh: Vec<(KeyId, Arc<Entry>)> = (0..ROTATION)
         .map(|i| {
             let key = ApiKey::generate().unwrap();
             (key.id(), entry_for(&key, i))
         })
         .collect();
+    let beside = |id: &KeyId, change: &dyn Fn(&mut Shard)| {
+        let index = shard_of(id);
+        let mut shards: Vec<Arc<Shard>> = map.to_vec();
+        let mut shard = Shard::clone(&shards[index]);
+        change(&mut shard);
+        shards[index] = Arc::new(shard);
+        let next: Arc<[Arc<Shard>]> = shards.into();
+        next
+        // dropped by the caller: the copied shard and table are freed, as
+        // when the previous snapshot's last reader lets go.
+    };
 
     let mut i = 0usize;
-    group.bench_function("insert beside the current (imbl model, 1M)", |b| {
+    group.bench_function("insert beside the current (sharded model, 1M)", |b| {
         b.iter(|| {
             i = (i + 1) % fresh.len();
-            let mut next = map.clone();
-            next.insert(fresh[i].0, fresh[i].1.clone());
-            black_box(next.len())
-            // `next` dropped here: the copied path is freed, as when the
-            // previous snapshot's last reader lets go.
+            let (id, entry) = &fresh[i];
+            black_box(beside(id, &|s| {
+                s.insert(*id, entry.clone());
+            }))
         })
     });
     let mut j = 0usize;
-    group.bench_function("remove beside the current (imbl model, 1M)", |b| {
+    group.bench_function("remove beside the current (sharded model, 1M)", |b| {
         b.iter(|| {
             j = (j + 1) % existing.len();
-            let mut next = map.clone();
-            next.remove(&existing[j]);
-            black_box(next.len())
+            let id = &existing[j];
+            black_box(beside(id, &|s| {
+                s.remove(id);
+            }))
         })
     });
     let mut k = 0usize;
-    group.bench_function("build one Entry (record strings, Entry::new)", |b| {
+    group.bench_function("build one stand-alone Entry (Entry::new)", |b| {
         b.iter(|| {
             k = (k + 1) % keys.shown.len();
             black_box(entry_for(&keys.shown[k], k))

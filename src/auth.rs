@@ -142,13 +142,13 @@ pub fn authenticate<'a>(
             return Err(Denied::InvalidKey.into());
         }
     };
-    if !entry.record.scope.admits(target.as_str()) {
+    if !entry.scope().admits(target.as_str()) {
         return Err(Refused {
             denied: Denied::OutOfScope,
             key: Some(entry),
         });
     }
-    if cx.snapshot.is_blocked(&entry.record.user) {
+    if cx.snapshot.is_blocked(entry.user()) {
         return Err(Refused {
             denied: Denied::UserBlocked,
             key: Some(entry),

@@ -10,14 +10,18 @@
 //! - [`UserId`]: the owner of a key, validated once at the edge.
 //! - [`KeyRecord`]: what the store holds for one key.
 //! - [`Store`]: the redb file. Only the [`Keyring`] writes to it.
-//! - [`Snapshot`]: an immutable, persistent (structurally shared) view of all
-//!   keys and blocked users. The request path reads it without locks or I/O.
+//! - [`Snapshot`]: an immutable, structurally shared view of all keys and
+//!   blocked users, holding per key only what the request path reads
+//!   ([`Entry`]). The request path reads it without locks or I/O.
+//! - `intern`: one shared copy of each user and scope for all their keys.
 //! - [`Keyring`]: commits each change durably, then publishes a new snapshot
 //!   with a single atomic swap; also rotation and last-use flushing.
 //! - [`AuditEvent`]: the trail of every change, written in the change's own
 //!   transaction.
 
 mod audit;
+mod entry;
+mod intern;
 mod key;
 mod keyring;
 mod record;
@@ -26,9 +30,10 @@ mod store;
 mod user;
 
 pub use audit::{Action, AuditEvent};
+pub use entry::Entry;
 pub use key::{ApiKey, KeyId, PresentedKey, SecretHash, ID_LEN, KEY_LEN};
 pub use keyring::{CreateError, Keyring, NewKey, Rotated};
 pub use record::KeyRecord;
-pub use snapshot::{Entry, Snapshot, Verified};
-pub use store::{AuditFrom, Contents, Store, StoreError};
+pub use snapshot::{Snapshot, Verified, SHARDS};
+pub use store::{AuditFrom, Contents, Store, StoreError, CACHE_BYTES};
 pub use user::{UserId, UserIdError};

@@ -270,7 +270,7 @@ impl Proxy {
                     info,
                     identity: refused
                         .key
-                        .map(|entry| (entry.user_header.clone(), entry.id_header.clone())),
+                        .map(|entry| (entry.user_header().clone(), entry.id_header())),
                 })
             }
         };
@@ -282,8 +282,8 @@ impl Proxy {
                 (
                     Some(entry),
                     Forwarded::Key {
-                        user: entry.user_header.clone(),
-                        key_id: entry.id_header.clone(),
+                        user: entry.user_header().clone(),
+                        key_id: entry.id_header(),
                     },
                 )
             }

@@ -437,8 +437,8 @@ proptest! {
         rewrite_request(&mut headers, &settings, &peer, identity);
 
         for (wanted, value) in [
-            (identity_name, &alice.user_header),
-            (key_id_name, &alice.id_header),
+            (identity_name, alice.user_header()),
+            (key_id_name, &alice.id_header()),
         ] {
             let values: Vec<&HeaderValue> = headers
                 .iter()

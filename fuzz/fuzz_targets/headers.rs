@@ -102,8 +102,8 @@ fuzz_target!(|data: &[u8]| {
 
     let (identity_name, key_id_name) = CONFIGURED[configured];
     for (wanted, value) in [
-        (identity_name, &ALICE.user_header),
-        (key_id_name, &ALICE.id_header),
+        (identity_name, ALICE.user_header()),
+        (key_id_name, &ALICE.id_header()),
     ] {
         let values: Vec<&HeaderValue> = headers
             .iter()

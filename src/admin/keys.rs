@@ -4,6 +4,10 @@
 //! the store was not touched. Writes go through the [`Keyring`] on the
 //! blocking pool; their success reply is sent only after the keyring has
 //! committed and published the change.
+//!
+//! Listings read the records from the store (the in-memory snapshot keeps
+//! only what the request path needs, not names or creation times) and show
+//! each key's live last-use time from the snapshot.
 
 use std::sync::Arc;
 
@@ -14,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::body::{self, write_failed};
 use super::reply::Reply;
-use crate::keys::{Entry, KeyId, KeyRecord, Keyring, NewKey, UserId};
+use crate::keys::{Entry, KeyId, KeyRecord, Keyring, NewKey, StoreError, UserId};
 use crate::scope::Scope;
 use crate::timestamp::Timestamp;
 
@@ -51,11 +55,13 @@ impl<'a> KeyView<'a> {
         }
     }
 
-    /// A live entry, with its last use as recorded in memory (which may be
-    /// newer than the store's copy).
-    fn live(entry: &'a Entry) -> Self {
-        let mut view = Self::of(&entry.record);
-        view.last_used_at = entry.last_used().map(|t| t.to_string());
+    /// A stored record with its last use as recorded in memory, when the
+    /// key is live (which may be newer than the store's copy).
+    fn live(record: &'a KeyRecord, entry: Option<&Entry>) -> Self {
+        let mut view = Self::of(record);
+        if let Some(used) = entry.and_then(Entry::last_used) {
+            view.last_used_at = Some(used.to_string());
+        }
         view
     }
 }
@@ -146,6 +152,11 @@ pub(crate) async fn create(
     }
 }
 
+fn read_failed(error: &StoreError) -> Reply {
+    tracing::error!(%error, "cannot read the key store");
+    Reply::error(500, "the key store could not be read")
+}
+
 /// `GET /v1/keys[?user=U]`.
 pub(crate) fn list(keyring: &Keyring, query: Option<&str>) -> Reply {
     let mut user_filter = None;
@@ -163,12 +174,12 @@ pub(crate) fn list(keyring: &Keyring, query: Option<&str>) -> Reply {
             }
         }
     }
+    let mut records = match keyring.keys(user_filter.as_ref()) {
+        Ok(records) => records,
+        Err(error) => return read_failed(&error),
+    };
+    records.sort_by_key(|r| (r.created_at, r.id));
     let snapshot = keyring.snapshot();
-    let mut entries: Vec<&Entry> = snapshot
-        .entries()
-        .filter(|e| user_filter.as_ref().is_none_or(|u| &e.record.user == u))
-        .collect();
-    entries.sort_by_key(|e| (e.record.created_at, e.record.id));
     #[derive(Serialize)]
     struct List<'a> {
         keys: Vec<KeyView<'a>>,
@@ -176,7 +187,10 @@ pub(crate) fn list(keyring: &Keyring, query: Option<&str>) -> Reply {
     Reply::json(
         200,
         &List {
-            keys: entries.into_iter().map(KeyView::live).collect(),
+            keys: records
+                .iter()
+                .map(|r| KeyView::live(r, snapshot.entry(&r.id)))
+                .collect(),
         },
     )
 }
@@ -192,10 +206,13 @@ pub(crate) fn show(keyring: &Keyring, id: &str) -> Reply {
         Ok(id) => id,
         Err(reply) => return reply,
     };
-    let snapshot = keyring.snapshot();
-    match snapshot.entry(&id) {
-        Some(entry) => Reply::json(200, &KeyView::live(entry)),
-        None => Reply::error(404, "no key with that id"),
+    match keyring.key(id) {
+        Ok(Some(record)) => {
+            let snapshot = keyring.snapshot();
+            Reply::json(200, &KeyView::live(&record, snapshot.entry(&id)))
+        }
+        Ok(None) => Reply::error(404, "no key with that id"),
+        Err(error) => read_failed(&error),
     }
 }
 

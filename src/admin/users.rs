@@ -48,9 +48,12 @@ pub(crate) fn show(keyring: &Keyring, raw: &str) -> Reply {
         &Shown {
             view: UserView {
                 user: user.as_str(),
-                blocked: snapshot.is_blocked(&user),
+                blocked: snapshot.is_blocked(user.as_str()),
             },
-            keys: snapshot.keys().filter(|r| r.user == user).count(),
+            keys: snapshot
+                .entries()
+                .filter(|e| e.user() == user.as_str())
+                .count(),
         },
     )
 }

@@ -111,6 +111,12 @@ impl KeyId {
         // Only ever built from validated ASCII.
         std::str::from_utf8(&self.0).unwrap_or("")
     }
+
+    /// The id's bytes (ASCII from the key alphabet).
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8; ID_LEN] {
+        &self.0
+    }
 }
 
 impl fmt::Display for KeyId {

@@ -5,7 +5,8 @@
 //!
 //! 1. commit the change, with its audit event, to redb (durable when
 //!    `commit` returns);
-//! 2. build the next [`Snapshot`] beside the current one (O(log n));
+//! 2. build the next [`Snapshot`] beside the current one (copying one shard
+//!    and the table of shard pointers, never every key);
 //! 3. swap it in with one atomic store.
 //!
 //! Only then does the caller answer the admin client, so a 201 or 204 means
@@ -15,6 +16,13 @@
 //!
 //! The mutex is a `std` one because it is held across blocking redb I/O,
 //! never across an `.await`; callers run these methods on the blocking pool.
+//! It also guards the interner that lets entries share their user and scope
+//! (`intern.rs`). Reads of the store (the admin API's listings, the audit
+//! trail) are redb read transactions and do not take it.
+//!
+//! Start-up streams the store into the first snapshot (`Store::scan_keys`
+//! into a snapshot builder): no intermediate list of records, so peak
+//! memory stays close to the snapshot's own size.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,8 +30,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::{ArcSwap, Guard};
 
 use super::audit::{Action, AuditEvent};
+use super::intern::Interner;
+use super::snapshot::Builder;
 use super::store::AuditFrom;
-use super::{ApiKey, KeyId, KeyRecord, Snapshot, Store, StoreError, UserId};
+use super::{ApiKey, Entry, KeyId, KeyRecord, Snapshot, Store, StoreError, UserId};
 use crate::scope::Scope;
 use crate::timestamp::{Clock, Timestamp};
 
@@ -55,8 +65,17 @@ pub struct Rotated {
 #[derive(Debug)]
 pub struct Keyring {
     current: ArcSwap<Snapshot>,
-    store: Mutex<Store>,
+    store: Store,
+    writer: Mutex<Writer>,
     clock: Clock,
+}
+
+/// What the writer lock guards besides the order of commits.
+#[derive(Debug, Default)]
+struct Writer {
+    interner: Interner,
+    /// A key was removed since the interner was last pruned.
+    removed: bool,
 }
 
 /// Creating a key failed.
@@ -79,11 +98,20 @@ impl Keyring {
     /// Opens the store with a given clock (tests move a manual one).
     pub fn open_with_clock(path: &Path, clock: Clock) -> Result<Self, StoreError> {
         let store = Store::open(path)?;
-        let contents = store.load()?;
-        let snapshot = Snapshot::from_records(contents.keys, contents.blocked);
+        let mut interner = Interner::default();
+        let mut builder = Builder::with_capacity(usize::try_from(store.key_count()?).unwrap_or(0));
+        store.scan_keys(|id, stored, last_used| {
+            builder.insert(Entry::decoded(id, stored, last_used, &mut interner)?);
+            Ok(())
+        })?;
+        let snapshot = builder.finish(store.blocked_users()?);
         Ok(Keyring {
             current: ArcSwap::from_pointee(snapshot),
-            store: Mutex::new(store),
+            store,
+            writer: Mutex::new(Writer {
+                interner,
+                removed: false,
+            }),
             clock,
         })
     }
@@ -100,10 +128,11 @@ impl Keyring {
         &self.clock
     }
 
-    fn writer(&self) -> MutexGuard<'_, Store> {
+    fn writer(&self) -> MutexGuard<'_, Writer> {
         // A panic while holding the lock leaves redb consistent (the open
-        // transaction aborts on drop), so a poisoned lock is safe to reuse.
-        self.store
+        // transaction aborts on drop) and the interner usable, so a
+        // poisoned lock is safe to reuse.
+        self.writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -111,7 +140,19 @@ impl Keyring {
     /// Write transactions committed since open (tests assert that the
     /// request path never writes).
     pub fn store_writes(&self) -> u64 {
-        self.writer().writes()
+        self.store.writes()
+    }
+
+    /// One key's full record as stored (name, creation time...), for the
+    /// admin API. The last-use time is the stored one; the snapshot's
+    /// entry has the live one.
+    pub fn key(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.store.key(id)
+    }
+
+    /// Every key's full record (only `user`'s when given), in id order.
+    pub fn keys(&self, user: Option<&UserId>) -> Result<Vec<KeyRecord>, StoreError> {
+        self.store.keys(user.map(UserId::as_str))
     }
 
     fn fresh_key(current: &Snapshot) -> Result<ApiKey, CreateError> {
@@ -119,7 +160,7 @@ impl Keyring {
         // out: the snapshot under the writer lock is the store's state.
         loop {
             let key = ApiKey::generate().map_err(CreateError::Random)?;
-            if current.get(&key.id()).is_none() {
+            if current.entry(&key.id()).is_none() {
                 return Ok(key);
             }
         }
@@ -132,7 +173,7 @@ impl Keyring {
         new: NewKey,
         client: Option<&str>,
     ) -> Result<(ApiKey, KeyRecord), CreateError> {
-        let store = self.writer();
+        let mut writer = self.writer();
         let current = self.current.load_full();
         let key = Self::fresh_key(&current)?;
         let now = self.clock.now();
@@ -146,26 +187,32 @@ impl Keyring {
             expires_at: new.expires_at,
             last_used_at: None,
         };
-        store.insert_key(
+        self.store.insert_key(
             &record,
             &AuditEvent::for_key(Action::KeyCreated, &record, now, client),
         )?;
-        self.current
-            .store(Arc::new(current.with_key(record.clone())));
+        let entry = Entry::interned(&record, &mut writer.interner);
+        self.current.store(Arc::new(current.with_entry(entry)));
         Ok((key, record))
     }
 
     /// Revokes a key: refused by every request that starts after this
     /// returns. `None` if no such key.
     pub fn revoke(&self, id: KeyId, client: Option<&str>) -> Result<Option<KeyRecord>, StoreError> {
-        let store = self.writer();
+        let mut writer = self.writer();
         let current = self.current.load_full();
-        let Some(record) = current.get(&id).cloned() else {
+        // Under the writer lock the snapshot is the store's state: the
+        // store is read only for what the snapshot does not keep.
+        if current.entry(&id).is_none() {
+            return Ok(None);
+        }
+        let Some(record) = self.store.key(id)? else {
             return Ok(None);
         };
         let event = AuditEvent::for_key(Action::KeyRevoked, &record, self.clock.now(), client);
-        store.remove_key(id, &event)?;
+        self.store.remove_key(id, &event)?;
         self.current.store(Arc::new(current.without_key(&id)));
+        writer.removed = true;
         Ok(Some(record))
     }
 
@@ -178,9 +225,12 @@ impl Keyring {
         grace_secs: u64,
         client: Option<&str>,
     ) -> Result<Option<Rotated>, CreateError> {
-        let store = self.writer();
+        let mut writer = self.writer();
         let current = self.current.load_full();
-        let Some(old) = current.get(&id).cloned() else {
+        if current.entry(&id).is_none() {
+            return Ok(None);
+        }
+        let Some(old) = self.store.key(id)? else {
             return Ok(None);
         };
         let key = Self::fresh_key(&current)?;
@@ -208,17 +258,22 @@ impl Keyring {
             .as_ref()
             .and_then(|k| k.expires_at)
             .map(Timestamp::unix);
-        store.rotate_key(
+        self.store.rotate_key(
             kept.as_ref().unwrap_or(&old),
             kept.is_some(),
             &record,
             &event,
         )?;
         let next = match &kept {
-            Some(kept) => current.with_key(kept.clone()),
-            None => current.without_key(&id),
+            // The kept key's last-use times carry over (`with_entry`).
+            Some(kept) => current.with_entry(Entry::interned(kept, &mut writer.interner)),
+            None => {
+                writer.removed = true;
+                current.without_key(&id)
+            }
         };
-        self.current.store(Arc::new(next.with_key(record.clone())));
+        let entry = Entry::interned(&record, &mut writer.interner);
+        self.current.store(Arc::new(next.with_entry(entry)));
         Ok(Some(Rotated {
             key,
             record,
@@ -233,10 +288,10 @@ impl Keyring {
         blocked: bool,
         client: Option<&str>,
     ) -> Result<(), StoreError> {
-        let store = self.writer();
+        let _writer = self.writer();
         let current = self.current.load_full();
         let event = AuditEvent::for_user(blocked, user.as_str(), self.clock.now(), client);
-        store.set_blocked(user, blocked, &event)?;
+        self.store.set_blocked(user, blocked, &event)?;
         self.current
             .store(Arc::new(current.with_blocked(user, blocked)));
         Ok(())
@@ -247,18 +302,27 @@ impl Keyring {
     ///
     /// The scan for unwritten uses (every key: about 0.1 s at a million)
     /// runs before the writer lock is taken, so admin writes only wait for
-    /// the batch commit itself.
+    /// the batch commit itself. After revocations, it also lets the interner
+    /// forget users and scopes that no key has any more.
     pub fn flush_last_used(&self) -> Result<usize, StoreError> {
         let scanned = self.current.load_full();
         let batch: Vec<(KeyId, Timestamp)> = scanned
             .entries()
-            .filter_map(|e| e.unpersisted_use().map(|at| (e.record.id, at)))
+            .filter_map(|e| e.unpersisted_use().map(|at| (e.id(), at)))
             .collect();
+        drop(scanned);
+        let mut writer = self.writer();
+        if writer.removed {
+            // A snapshot still held elsewhere may keep an entry (and its
+            // user) alive a little longer; such a user is kept until the
+            // next prune, which is harmless.
+            writer.interner.prune();
+            writer.removed = false;
+        }
         if batch.is_empty() {
             return Ok(0);
         }
-        let store = self.writer();
-        store.record_last_used(&batch)?;
+        self.store.record_last_used(&batch)?;
         // Mark on the entries now published: they are the same `Arc`s
         // unless a key changed meanwhile, and a changed key carries its
         // times over (see `Snapshot::with_key`).
@@ -277,6 +341,6 @@ impl Keyring {
         from: AuditFrom,
         limit: usize,
     ) -> Result<Vec<(u64, AuditEvent)>, StoreError> {
-        self.writer().audit(from, limit)
+        self.store.audit(from, limit)
     }
 }

@@ -3,6 +3,11 @@
 //! Records are encoded with postcard (compact, schema-less serde) behind a
 //! one-byte format version, so a later field can be added as version 2
 //! without rewriting the table: the decoder reads both.
+//!
+//! Start-up decodes a million records, so [`decode_stored`] borrows the
+//! strings from the page it reads instead of allocating them: the snapshot
+//! keeps only interned copies (see `snapshot.rs`), and the key name and
+//! creation time are never copied into memory at all.
 
 use serde::{Deserialize, Serialize};
 
@@ -57,15 +62,29 @@ pub enum DecodeError {
     Invalid(&'static str),
 }
 
+/// A record as encoded, borrowing its strings from the stored bytes. Not
+/// validated: [`KeyRecord::decode`] and the snapshot's interner validate
+/// the user and scope.
 #[derive(Serialize, Deserialize)]
-struct StoredV1<'a> {
-    hash: [u8; 32],
-    user: &'a str,
-    name: &'a str,
-    scope: &'a str,
-    created_at: i64,
-    expires_at: Option<i64>,
-    last_used_at: Option<i64>,
+pub(crate) struct StoredV1<'a> {
+    pub(crate) hash: [u8; 32],
+    pub(crate) user: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) scope: &'a str,
+    pub(crate) created_at: i64,
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) last_used_at: Option<i64>,
+}
+
+/// Decodes a record read from the `keys` table without copying it.
+pub(crate) fn decode_stored(bytes: &[u8]) -> Result<StoredV1<'_>, DecodeError> {
+    let (&format, body) = bytes
+        .split_first()
+        .ok_or(DecodeError::Invalid("empty record"))?;
+    if format != FORMAT_V1 {
+        return Err(DecodeError::UnknownFormat(format));
+    }
+    Ok(postcard::from_bytes(body)?)
 }
 
 impl KeyRecord {
@@ -87,13 +106,11 @@ impl KeyRecord {
 
     /// Decodes a record read from the `keys` table under `id`.
     pub(crate) fn decode(id: KeyId, bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (&format, body) = bytes
-            .split_first()
-            .ok_or(DecodeError::Invalid("empty record"))?;
-        if format != FORMAT_V1 {
-            return Err(DecodeError::UnknownFormat(format));
-        }
-        let stored: StoredV1<'_> = postcard::from_bytes(body)?;
+        Self::from_stored(id, &decode_stored(bytes)?)
+    }
+
+    /// Validates and copies a decoded record.
+    pub(crate) fn from_stored(id: KeyId, stored: &StoredV1<'_>) -> Result<Self, DecodeError> {
         Ok(KeyRecord {
             id,
             hash: SecretHash::from_bytes(stored.hash),

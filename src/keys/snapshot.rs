@@ -1,101 +1,33 @@
 //! The immutable view of all keys and blocked users that requests read.
 //!
-//! Both maps are persistent HAMTs (`imbl`): cloning a snapshot is O(1) and
-//! inserting or removing one key is O(log n) with structural sharing, so the
-//! keyring can build the next snapshot beside the current one without
-//! copying a million entries per admin write. Each entry also carries the
-//! header values the proxy injects, built once here rather than per request.
+//! # Shape
 //!
-//! Each entry also holds the key's last-use time as an atomic: the request
-//! path records a use with one relaxed load (and a store at most once a
-//! second per key), no lock and no I/O. Entries are shared between
-//! snapshots (`Arc`), so the time survives every swap; the keyring writes
-//! the times to the store in batches.
+//! The keys are split into [`SHARDS`] shards by their id; each shard is a
+//! plain hash set of entries behind an `Arc`. A lookup is one shard pick
+//! (arithmetic on the id) and one hash-set probe. An admin write builds the
+//! next snapshot beside the current one by copying the one shard it
+//! changes (about a thousand pointers at a million keys) and the table of
+//! shard pointers; every other shard is shared, so no write copies a
+//! million entries. Cloning a snapshot is O(1).
+//!
+//! The entries themselves, and why they are small, are in `entry.rs`.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use http::HeaderValue;
-
+use super::entry::Entry;
+use super::intern::Interner;
 use super::{KeyId, KeyRecord, PresentedKey, SecretHash, UserId};
 use crate::timestamp::Timestamp;
 
-/// One key as the request path sees it.
-#[derive(Debug)]
-pub struct Entry {
-    /// The stored record.
-    pub record: KeyRecord,
-    /// The user id, ready to be the identity header's value.
-    pub user_header: HeaderValue,
-    /// The key id, ready to be the key-id header's value.
-    pub id_header: HeaderValue,
-    /// Latest use, Unix seconds (0: never).
-    last_used: AtomicI64,
-    /// The latest use already written to the store.
-    persisted: AtomicI64,
-}
-
-impl Entry {
-    /// Records a use at `now`. Lock-free; stores only when the second
-    /// changed, so a busy key does not bounce its cache line on every
-    /// request.
-    #[inline]
-    pub fn touch(&self, now: Timestamp) {
-        let now = now.unix();
-        if self.last_used.load(Ordering::Relaxed) < now {
-            self.last_used.store(now, Ordering::Relaxed);
-        }
-    }
-
-    /// The latest use, live (including uses not yet written to the store).
-    pub fn last_used(&self) -> Option<Timestamp> {
-        match self.last_used.load(Ordering::Relaxed) {
-            0 => None,
-            at => Some(Timestamp::from_unix(at)),
-        }
-    }
-
-    /// The latest use if it has not been written to the store yet.
-    pub(crate) fn unpersisted_use(&self) -> Option<Timestamp> {
-        let used = self.last_used.load(Ordering::Relaxed);
-        (used > self.persisted.load(Ordering::Relaxed)).then(|| Timestamp::from_unix(used))
-    }
-
-    /// Marks a use as written to the store.
-    pub(crate) fn mark_persisted(&self, at: Timestamp) {
-        self.persisted.fetch_max(at.unix(), Ordering::Relaxed);
-    }
-
-    /// An entry for a record, with header values built once.
-    pub fn new(record: KeyRecord) -> Arc<Self> {
-        let used = record.last_used_at.map_or(0, Timestamp::unix);
-        // Both strings were validated to a header-safe alphabet.
-        let user_header = HeaderValue::from_str(record.user.as_str())
-            .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-        let id_header = HeaderValue::from_str(record.id.as_str())
-            .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-        Arc::new(Entry {
-            record,
-            user_header,
-            id_header,
-            last_used: AtomicI64::new(used),
-            persisted: AtomicI64::new(used),
-        })
-    }
-
-    /// A new entry for an updated record of the same key, keeping the
-    /// last-use times recorded on this one.
-    fn updated(&self, record: KeyRecord) -> Arc<Self> {
-        let entry = Entry::new(record);
-        entry
-            .last_used
-            .fetch_max(self.last_used.load(Ordering::Relaxed), Ordering::Relaxed);
-        entry
-            .persisted
-            .fetch_max(self.persisted.load(Ordering::Relaxed), Ordering::Relaxed);
-        entry
-    }
-}
+/// `log2` of the number of shards.
+const SHARD_BITS: u32 = 10;
+/// Number of shards: at a million keys, about a thousand keys per shard,
+/// so an admin write copies about 10 KB of pointers in all.
+pub const SHARDS: usize = 1 << SHARD_BITS;
 
 /// The result of checking a presented key against a snapshot.
 #[derive(Debug)]
@@ -106,23 +38,145 @@ pub enum Verified<'a> {
     Invalid,
 }
 
+/// An entry in a shard's set, hashed and compared by its id so that the set
+/// is searched with a [`KeyId`] and the id is stored once.
+#[derive(Clone, Debug)]
+struct Slot(Arc<Entry>);
+
+impl Borrow<KeyId> for Slot {
+    #[inline]
+    fn borrow(&self) -> &KeyId {
+        &self.0.id
+    }
+}
+
+impl Hash for Slot {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state);
+    }
+}
+
+impl PartialEq for Slot {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for Slot {}
+
+type Shard = HashSet<Slot>;
+
+/// Which shard holds `id`. Ids are server-chosen random characters, so a
+/// multiplicative mix of their bytes spreads them evenly.
+#[inline]
+fn shard_of(id: &KeyId) -> usize {
+    let bytes = id.as_bytes();
+    let mut low = [0u8; 8];
+    let mut high = [0u8; 8];
+    low.copy_from_slice(&bytes[..8]);
+    high.copy_from_slice(&bytes[8..]);
+    let mixed = (u64::from_le_bytes(low) ^ u64::from_le_bytes(high).rotate_left(29))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // The top SHARD_BITS bits: always below SHARDS.
+    (mixed >> (64 - SHARD_BITS)) as usize
+}
+
 /// All keys and blocked users at one moment.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub struct Snapshot {
-    keys: imbl::HashMap<KeyId, Arc<Entry>>,
+    shards: Arc<[Arc<Shard>]>,
+    len: usize,
     blocked: imbl::HashSet<UserId>,
 }
 
+impl Default for Snapshot {
+    fn default() -> Self {
+        Builder::with_capacity(0).finish(Vec::new())
+    }
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("keys", &self.len)
+            .field("blocked", &self.blocked.len())
+            .finish()
+    }
+}
+
+/// Builds the first snapshot one entry at a time, without an intermediate
+/// list of records.
+pub(crate) struct Builder {
+    shards: Vec<Shard>,
+    len: usize,
+}
+
+impl Builder {
+    /// A builder sized for about `keys` keys.
+    pub(crate) fn with_capacity(keys: usize) -> Self {
+        let per_shard = keys / SHARDS;
+        // Room for the shards that draw more than the average, so that
+        // loading does not grow (and copy) tables.
+        let per_shard = if per_shard == 0 {
+            0
+        } else {
+            per_shard + per_shard / 8 + 8
+        };
+        Builder {
+            shards: (0..SHARDS)
+                .map(|_| Shard::with_capacity(per_shard))
+                .collect(),
+            len: 0,
+        }
+    }
+
+    /// Adds an entry (replacing one with the same id).
+    pub(crate) fn insert(&mut self, entry: Arc<Entry>) {
+        let shard = shard_of(&entry.id);
+        if let Some(set) = self.shards.get_mut(shard) {
+            if set.replace(Slot(entry)).is_none() {
+                self.len += 1;
+            }
+        }
+    }
+
+    /// The snapshot, with its blocked users.
+    pub(crate) fn finish(self, blocked: impl IntoIterator<Item = UserId>) -> Snapshot {
+        let empty = Arc::new(Shard::default());
+        Snapshot {
+            shards: self
+                .shards
+                .into_iter()
+                .map(|set| {
+                    if set.is_empty() {
+                        // Untouched shards share one empty set.
+                        empty.clone()
+                    } else {
+                        Arc::new(set)
+                    }
+                })
+                .collect(),
+            len: self.len,
+            blocked: blocked.into_iter().collect(),
+        }
+    }
+}
+
 impl Snapshot {
-    /// Builds the first snapshot from the store's contents.
+    /// Builds a snapshot from records (tests and benches; the keyring
+    /// builds its first snapshot straight from the store).
     pub fn from_records(
         keys: impl IntoIterator<Item = KeyRecord>,
         blocked: impl IntoIterator<Item = UserId>,
     ) -> Self {
-        Snapshot {
-            keys: keys.into_iter().map(|r| (r.id, Entry::new(r))).collect(),
-            blocked: blocked.into_iter().collect(),
+        let keys = keys.into_iter();
+        let mut interner = Interner::default();
+        let mut builder = Builder::with_capacity(keys.size_hint().0);
+        for record in keys {
+            builder.insert(Entry::interned(&record, &mut interner));
         }
+        builder.finish(blocked)
     }
 
     /// Verifies a presented key.
@@ -137,8 +191,8 @@ impl Snapshot {
             return Verified::Invalid;
         };
         let hash = key.secret_hash();
-        match self.keys.get(&key.id()) {
-            Some(entry) if entry.record.hash.matches(&hash) && !entry.record.is_expired(now) => {
+        match self.entry(&key.id()) {
+            Some(entry) if entry.hash.matches(&hash) && !entry.is_expired(now) => {
                 Verified::Valid(entry)
             }
             Some(_) => Verified::Invalid,
@@ -151,33 +205,30 @@ impl Snapshot {
 
     /// Whether a user is blocked. Free when nobody is.
     #[inline]
-    pub fn is_blocked(&self, user: &UserId) -> bool {
+    pub fn is_blocked(&self, user: &str) -> bool {
         !self.blocked.is_empty() && self.blocked.contains(user)
     }
 
-    /// One key by id.
-    pub fn get(&self, id: &KeyId) -> Option<&KeyRecord> {
-        self.keys.get(id).map(|e| &e.record)
-    }
-
-    /// One key's entry (record plus live last-use time) by id.
+    /// One key's entry (what the request path reads, plus the live
+    /// last-use time) by id.
+    #[inline]
     pub fn entry(&self, id: &KeyId) -> Option<&Entry> {
-        self.keys.get(id).map(|e| &**e)
-    }
-
-    /// Every key, in no particular order.
-    pub fn keys(&self) -> impl Iterator<Item = &KeyRecord> {
-        self.keys.values().map(|e| &e.record)
+        self.shards
+            .get(shard_of(id))
+            .and_then(|shard| shard.get(id))
+            .map(|slot| &*slot.0)
     }
 
     /// Every key's entry, in no particular order.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.keys.values().map(|e| &**e)
+        self.shards
+            .iter()
+            .flat_map(|shard| shard.iter().map(|slot| &*slot.0))
     }
 
     /// Number of keys.
     pub fn key_count(&self) -> usize {
-        self.keys.len()
+        self.len
     }
 
     /// Number of blocked users.
@@ -185,22 +236,56 @@ impl Snapshot {
         self.blocked.len()
     }
 
-    /// This snapshot with one key added or replaced.
-    pub(crate) fn with_key(&self, record: KeyRecord) -> Self {
-        let mut next = self.clone();
-        let entry = match self.keys.get(&record.id) {
-            Some(old) => old.updated(record),
-            None => Entry::new(record),
+    /// This snapshot with shard `index` replaced.
+    // `Slot` hashes and compares only the entry's id, which never changes;
+    // the interior mutability is the last-use atomics.
+    #[allow(clippy::mutable_key_type)]
+    fn with_shard(&self, index: usize, shard: Shard, len: usize) -> Self {
+        let mut shards: Vec<Arc<Shard>> = self.shards.to_vec();
+        if let Some(slot) = shards.get_mut(index) {
+            *slot = Arc::new(shard);
+        }
+        Snapshot {
+            shards: shards.into(),
+            len,
+            blocked: self.blocked.clone(),
+        }
+    }
+
+    /// This snapshot with one key added or replaced. A replaced key's
+    /// last-use times carry over to the new entry.
+    // `Slot` hashes and compares only the entry's id, which never changes;
+    // the interior mutability is the last-use atomics.
+    #[allow(clippy::mutable_key_type)]
+    pub(crate) fn with_entry(&self, entry: Arc<Entry>) -> Self {
+        let index = shard_of(&entry.id);
+        let mut shard = self
+            .shards
+            .get(index)
+            .map(|shard| Shard::clone(shard))
+            .unwrap_or_default();
+        if let Some(old) = shard.get(&entry.id) {
+            entry.carry_uses(&old.0);
+        }
+        let len = match shard.replace(Slot(entry)) {
+            Some(_) => self.len,
+            None => self.len + 1,
         };
-        next.keys.insert(entry.record.id, entry);
-        next
+        self.with_shard(index, shard, len)
     }
 
     /// This snapshot with one key removed.
+    // `Slot` hashes and compares only the entry's id, which never changes;
+    // the interior mutability is the last-use atomics.
+    #[allow(clippy::mutable_key_type)]
     pub(crate) fn without_key(&self, id: &KeyId) -> Self {
-        let mut next = self.clone();
-        next.keys.remove(id);
-        next
+        let index = shard_of(id);
+        let Some(current) = self.shards.get(index).filter(|s| s.contains(id)) else {
+            return self.clone();
+        };
+        let mut shard = Shard::clone(current);
+        shard.remove(id);
+        self.with_shard(index, shard, self.len.saturating_sub(1))
     }
 
     /// This snapshot with a user's blocked flag set.
@@ -212,5 +297,84 @@ impl Snapshot {
             next.blocked.remove(user);
         }
         next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::ApiKey;
+    use crate::scope::Scope;
+
+    fn record(key: &ApiKey, user: &str) -> KeyRecord {
+        KeyRecord {
+            id: key.id(),
+            hash: key.secret_hash(),
+            user: UserId::parse(user).unwrap(),
+            name: "n".into(),
+            scope: Scope::parse("/api/").unwrap(),
+            created_at: Timestamp::from_unix(1),
+            expires_at: Some(Timestamp::from_unix(100)),
+            last_used_at: None,
+        }
+    }
+
+    #[test]
+    fn entries_share_users_and_survive_swaps() {
+        let keys: Vec<ApiKey> = (0..3000).map(|_| ApiKey::generate().unwrap()).collect();
+        let snapshot = Snapshot::from_records(keys.iter().map(|k| record(k, "alice")), []);
+        assert_eq!(snapshot.key_count(), 3000);
+        assert_eq!(snapshot.entries().count(), 3000);
+        let a = snapshot.entry(&keys[0].id()).unwrap();
+        let b = snapshot.entry(&keys[1].id()).unwrap();
+        // Shared, not copied: the same user and scope values.
+        assert!(std::ptr::eq(a.user_header(), b.user_header()));
+        assert!(std::ptr::eq(a.scope(), b.scope()));
+        assert_eq!(a.id_header(), keys[0].id().as_str());
+        assert_eq!(a.user_header(), "alice");
+        assert_eq!(a.expires_at(), Some(Timestamp::from_unix(100)));
+        assert!(a.is_expired(Timestamp::from_unix(100)));
+        assert!(!a.is_expired(Timestamp::from_unix(99)));
+
+        let now = Timestamp::from_unix(50);
+        assert!(matches!(
+            snapshot.verify(keys[2].expose().as_bytes(), now),
+            Verified::Valid(_)
+        ));
+        a.touch(now);
+
+        // Replace key 0, remove key 1, add one: the others are untouched.
+        let extra = ApiKey::generate().unwrap();
+        let mut interner = Interner::default();
+        let next = snapshot
+            .with_entry(Entry::interned(&record(&keys[0], "bob"), &mut interner))
+            .without_key(&keys[1].id())
+            .with_entry(Entry::interned(&record(&extra, "carol"), &mut interner));
+        assert_eq!(next.key_count(), 3000);
+        assert_eq!(snapshot.key_count(), 3000);
+        assert!(next.entry(&keys[1].id()).is_none());
+        assert!(snapshot.entry(&keys[1].id()).is_some());
+        let replaced = next.entry(&keys[0].id()).unwrap();
+        assert_eq!(replaced.user(), "bob");
+        assert_eq!(replaced.last_used(), Some(now));
+        // An untouched key is the same entry in both snapshots.
+        let same = keys[2].id();
+        assert!(std::ptr::eq(
+            snapshot.entry(&same).unwrap(),
+            next.entry(&same).unwrap()
+        ));
+        assert_eq!(next.entries().count(), 3000);
+        assert_eq!(next.without_key(&keys[1].id()).key_count(), 3000);
+    }
+
+    #[test]
+    fn shards_are_balanced() {
+        let mut counts = vec![0usize; SHARDS];
+        for _ in 0..(SHARDS * 64) {
+            counts[shard_of(&ApiKey::generate().unwrap().id())] += 1;
+        }
+        let max = counts.iter().copied().max().unwrap();
+        let min = counts.iter().copied().min().unwrap();
+        assert!(max < 128 && min > 20, "min {min} max {max}");
     }
 }

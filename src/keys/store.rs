@@ -19,7 +19,17 @@
 //! file lock, so a second process (a second `keygate serve`) gets a clear
 //! "already open" error instead of a corrupted file. The store is read in
 //! full only at start-up; the request path reads the in-memory
-//! [`super::Snapshot`].
+//! [`super::Snapshot`], and the admin API reads what the snapshot does not
+//! keep (key names, creation times) from here.
+//!
+//! redb's page cache is bounded to [`CACHE_BYTES`] (redb's default is
+//! 1 GiB): start-up reads every page once, and an unbounded cache would
+//! keep the whole file in memory after that (about 170 MB at a million
+//! keys) for pages that are read again only by admin listings. A write
+//! touches a handful of B-tree pages, which stay cached; the rest come from
+//! the OS page cache. Start-up reads the `keys` and `last_used` tables
+//! side by side (both are ordered by key id) and hands each record to the
+//! caller as it is decoded, so no list of a million records is ever built.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +40,7 @@ use redb::{
 };
 
 use super::audit::AuditEvent;
-use super::record::DecodeError;
+use super::record::{decode_stored, DecodeError, StoredV1};
 use super::{KeyId, KeyRecord, UserId};
 use crate::timestamp::Timestamp;
 
@@ -39,6 +49,9 @@ const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const USERS: TableDefinition<&str, u8> = TableDefinition::new("users");
 const LAST_USED: TableDefinition<&str, i64> = TableDefinition::new("last_used");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+/// redb's page cache (read cache plus write buffer), in bytes.
+pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// The schema this build reads and writes. Tables added since version 1
 /// (`last_used`, `audit`) are created on open; no record changed shape.
@@ -138,15 +151,18 @@ impl Store {
                 source,
             })?;
         }
-        let db = Database::create(path).map_err(|source| match source {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::AlreadyOpen {
-                path: path.to_owned(),
-            },
-            source => StoreError::Open {
-                path: path.to_owned(),
-                source,
-            },
-        })?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|source| match source {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::AlreadyOpen {
+                    path: path.to_owned(),
+                },
+                source => StoreError::Open {
+                    path: path.to_owned(),
+                    source,
+                },
+            })?;
         let store = Store {
             db,
             writes: AtomicU64::new(0),
@@ -203,56 +219,130 @@ impl Store {
         })
     }
 
-    /// Reads every key and blocked user.
+    /// Reads every key and blocked user into records.
     pub fn load(&self) -> Result<Contents, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::redb)?;
-        // Last-use times first, in one pass, rather than one lookup per key.
-        let mut last_used = std::collections::HashMap::new();
-        for entry in txn
-            .open_table(LAST_USED)
-            .map_err(StoreError::redb)?
-            .iter()
-            .map_err(StoreError::redb)?
-        {
-            let (id, at) = entry.map_err(StoreError::redb)?;
-            if let Some(id) = KeyId::parse(id.value()) {
-                last_used.insert(id, at.value());
-            }
-        }
-        let keys_table = txn.open_table(KEYS).map_err(StoreError::redb)?;
         let mut contents = Contents::default();
-        contents
-            .keys
-            .reserve(usize::try_from(keys_table.len().map_err(StoreError::redb)?).unwrap_or(0));
-        for entry in keys_table.iter().map_err(StoreError::redb)? {
-            let (id, value) = entry.map_err(StoreError::redb)?;
-            let id_text = id.value();
-            let id = KeyId::parse(id_text).ok_or_else(|| StoreError::Corrupt {
-                id: id_text.escape_default().to_string(),
-                source: DecodeError::Invalid("key id"),
-            })?;
-            let mut record =
-                KeyRecord::decode(id, value.value()).map_err(|source| StoreError::Corrupt {
-                    id: id.to_string(),
-                    source,
-                })?;
-            if let Some(&used) = last_used.get(&id) {
+        self.scan_keys(|id, stored, last_used| {
+            let mut record = KeyRecord::from_stored(id, stored)?;
+            if let Some(used) = last_used {
                 record.last_used_at = Some(Timestamp::from_unix(used));
             }
             contents.keys.push(record);
+            Ok(())
+        })?;
+        contents.blocked = self.blocked_users()?;
+        Ok(contents)
+    }
+
+    /// Number of keys stored.
+    pub fn key_count(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::redb)?;
+        let keys = txn.open_table(KEYS).map_err(StoreError::redb)?;
+        keys.len().map_err(StoreError::redb)
+    }
+
+    /// Hands every stored key to `each`, in id order, with its last-use
+    /// time from the `last_used` table if it has one. The record borrows
+    /// the page it was read from: nothing is copied unless `each` copies it.
+    pub(crate) fn scan_keys(
+        &self,
+        mut each: impl FnMut(KeyId, &StoredV1<'_>, Option<i64>) -> Result<(), DecodeError>,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::redb)?;
+        let last_used_table = txn.open_table(LAST_USED).map_err(StoreError::redb)?;
+        // Both tables are ordered by key id: walk them side by side rather
+        // than looking each key up or collecting the times in a map.
+        let mut times = last_used_table.iter().map_err(StoreError::redb)?;
+        let mut next_time = move || -> Result<Option<(KeyId, i64)>, StoreError> {
+            for entry in times.by_ref() {
+                let (id, at) = entry.map_err(StoreError::redb)?;
+                // A malformed id matches no key: skip it.
+                if let Some(id) = KeyId::parse(id.value()) {
+                    return Ok(Some((id, at.value())));
+                }
+            }
+            Ok(None)
+        };
+        let mut pending = next_time()?;
+        let keys = txn.open_table(KEYS).map_err(StoreError::redb)?;
+        for entry in keys.iter().map_err(StoreError::redb)? {
+            let (id, value) = entry.map_err(StoreError::redb)?;
+            let id_text = id.value();
+            let corrupt = |source| StoreError::Corrupt {
+                id: id_text.escape_default().to_string(),
+                source,
+            };
+            let id =
+                KeyId::parse(id_text).ok_or_else(|| corrupt(DecodeError::Invalid("key id")))?;
+            // `KeyId` orders as the table does (bytewise).
+            let mut used = None;
+            while let Some((used_id, at)) = pending {
+                if used_id > id {
+                    break;
+                }
+                if used_id == id {
+                    used = Some(at);
+                }
+                pending = next_time()?;
+            }
+            let stored = decode_stored(value.value()).map_err(corrupt)?;
+            each(id, &stored, used).map_err(corrupt)?;
         }
+        Ok(())
+    }
+
+    /// Users currently blocked.
+    pub(crate) fn blocked_users(&self) -> Result<Vec<UserId>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::redb)?;
         let users = txn.open_table(USERS).map_err(StoreError::redb)?;
+        let mut blocked = Vec::new();
         for entry in users.iter().map_err(StoreError::redb)? {
-            let (user, blocked) = entry.map_err(StoreError::redb)?;
-            if blocked.value() == 1 {
+            let (user, flag) = entry.map_err(StoreError::redb)?;
+            if flag.value() == 1 {
                 let user = UserId::parse(user.value()).map_err(|_| StoreError::Corrupt {
                     id: user.value().escape_default().to_string(),
                     source: DecodeError::Invalid("user id in users table"),
                 })?;
-                contents.blocked.push(user);
+                blocked.push(user);
             }
         }
-        Ok(contents)
+        Ok(blocked)
+    }
+
+    /// One key's full record, with its stored last-use time.
+    pub fn key(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::redb)?;
+        let keys = txn.open_table(KEYS).map_err(StoreError::redb)?;
+        let Some(value) = keys.get(id.as_str()).map_err(StoreError::redb)? else {
+            return Ok(None);
+        };
+        let corrupt = |source| StoreError::Corrupt {
+            id: id.to_string(),
+            source,
+        };
+        let mut record = KeyRecord::decode(id, value.value()).map_err(corrupt)?;
+        let last_used = txn.open_table(LAST_USED).map_err(StoreError::redb)?;
+        if let Some(at) = last_used.get(id.as_str()).map_err(StoreError::redb)? {
+            record.last_used_at = Some(Timestamp::from_unix(at.value()));
+        }
+        Ok(Some(record))
+    }
+
+    /// Every key's full record (only `user`'s when given), in id order.
+    pub fn keys(&self, user: Option<&str>) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut records = Vec::new();
+        self.scan_keys(|id, stored, last_used| {
+            if user.is_some_and(|user| user != stored.user) {
+                return Ok(());
+            }
+            let mut record = KeyRecord::from_stored(id, stored)?;
+            if let Some(used) = last_used {
+                record.last_used_at = Some(Timestamp::from_unix(used));
+            }
+            records.push(record);
+            Ok(())
+        })?;
+        Ok(records)
     }
 
     fn append_audit(txn: &WriteTransaction, event: &AuditEvent) -> Result<(), StoreError> {

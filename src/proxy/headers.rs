@@ -177,8 +177,11 @@ pub fn rewrite_request(
     }
 
     if let Some(entry) = identity {
-        headers.insert(settings.identity_header.clone(), entry.user_header.clone());
-        headers.insert(settings.key_id_header.clone(), entry.id_header.clone());
+        headers.insert(
+            settings.identity_header.clone(),
+            entry.user_header().clone(),
+        );
+        headers.insert(settings.key_id_header.clone(), entry.id_header());
     }
 
     set_forwarded(headers, peer);

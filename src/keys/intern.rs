@@ -1,0 +1,200 @@
+//! One shared copy of each user and each scope, for all the keys that have
+//! them.
+//!
+//! A million keys typically belong to far fewer users and use a handful of
+//! scopes. Each [`super::Entry`] holds an `Arc` to its user (the id as a
+//! ready-made header value, so the proxy injects it with a reference-count
+//! increment rather than an allocation) and to its scope, instead of its
+//! own copies: 8 bytes per key instead of a string allocation each.
+//!
+//! The keyring keeps one [`Interner`] under its writer lock for the life of
+//! the process, so that keys created later share too. Strings are validated
+//! once, when first seen; a user or scope no key uses any more is dropped
+//! by [`Interner::prune`].
+
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+use super::user::{UserId, UserIdError};
+use crate::scope::{Scope, ScopeError};
+
+/// A key's owner, shared by all the owner's keys.
+pub(crate) struct User {
+    /// The validated user id, as the identity header's value.
+    header: HeaderValue,
+}
+
+impl User {
+    fn new(id: &UserId) -> Self {
+        // Validated to a header-safe alphabet.
+        let header = HeaderValue::from_str(id.as_str())
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        User { header }
+    }
+
+    /// The user id.
+    #[inline]
+    pub(crate) fn id(&self) -> &str {
+        // Built from a validated ASCII id.
+        std::str::from_utf8(self.header.as_bytes()).unwrap_or("")
+    }
+
+    /// The user id as a header value.
+    #[inline]
+    pub(crate) fn header(&self) -> &HeaderValue {
+        &self.header
+    }
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "User({})", self.id())
+    }
+}
+
+/// What the interner can look up by text.
+trait Named {
+    fn name(&self) -> &str;
+}
+
+impl Named for User {
+    fn name(&self) -> &str {
+        self.id()
+    }
+}
+
+impl Named for Scope {
+    fn name(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// A shared value, hashed and compared by its text so that a set of them
+/// can be searched with a `&str`.
+struct Shared<T>(Arc<T>);
+
+impl<T: Named> Borrow<str> for Shared<T> {
+    fn borrow(&self) -> &str {
+        self.0.name()
+    }
+}
+
+impl<T: Named> Hash for Shared<T> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.name().hash(state);
+    }
+}
+
+impl<T: Named> PartialEq for Shared<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name() == other.0.name()
+    }
+}
+
+impl<T: Named> Eq for Shared<T> {}
+
+/// The shared users and scopes.
+#[derive(Default)]
+pub(crate) struct Interner {
+    users: HashSet<Shared<User>>,
+    scopes: HashSet<Shared<Scope>>,
+}
+
+impl fmt::Debug for Interner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Interner")
+            .field("users", &self.users.len())
+            .field("scopes", &self.scopes.len())
+            .finish()
+    }
+}
+
+impl Interner {
+    /// The shared user for `id`, validating it if it is new.
+    pub(crate) fn user(&mut self, id: &str) -> Result<Arc<User>, UserIdError> {
+        if let Some(user) = self.users.get(id) {
+            return Ok(user.0.clone());
+        }
+        Ok(self.add_user(&UserId::parse(id)?))
+    }
+
+    /// The shared user for an already validated id.
+    pub(crate) fn user_of(&mut self, id: &UserId) -> Arc<User> {
+        match self.users.get(id.as_str()) {
+            Some(user) => user.0.clone(),
+            None => self.add_user(id),
+        }
+    }
+
+    fn add_user(&mut self, id: &UserId) -> Arc<User> {
+        let user = Arc::new(User::new(id));
+        self.users.insert(Shared(user.clone()));
+        user
+    }
+
+    /// The shared scope for `text`, validating it if it is new.
+    pub(crate) fn scope(&mut self, text: &str) -> Result<Arc<Scope>, ScopeError> {
+        if let Some(scope) = self.scopes.get(text) {
+            return Ok(scope.0.clone());
+        }
+        Ok(self.add_scope(Scope::parse(text)?))
+    }
+
+    /// The shared scope for an already validated one.
+    pub(crate) fn scope_of(&mut self, scope: &Scope) -> Arc<Scope> {
+        match self.scopes.get(scope.as_str()) {
+            Some(shared) => shared.0.clone(),
+            None => self.add_scope(scope.clone()),
+        }
+    }
+
+    fn add_scope(&mut self, scope: Scope) -> Arc<Scope> {
+        let scope = Arc::new(scope);
+        self.scopes.insert(Shared(scope.clone()));
+        scope
+    }
+
+    /// Forgets users and scopes that no entry holds any more (in any
+    /// snapshot still alive). Called after revocations, off the request path.
+    pub(crate) fn prune(&mut self) {
+        self.users.retain(|user| Arc::strong_count(&user.0) > 1);
+        self.scopes.retain(|scope| Arc::strong_count(&scope.0) > 1);
+    }
+
+    /// Number of distinct users held.
+    #[cfg(test)]
+    pub(crate) fn user_count(&self) -> usize {
+        self.users.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_and_prunes() {
+        let mut interner = Interner::default();
+        let a = interner.user("alice").unwrap();
+        let b = interner.user_of(&UserId::parse("alice").unwrap());
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.id(), "alice");
+        assert_eq!(a.header(), "alice");
+        assert!(interner.user("a b").is_err());
+        let s = interner.scope("/api/").unwrap();
+        let t = interner.scope_of(&Scope::parse("/api/").unwrap());
+        assert!(Arc::ptr_eq(&s, &t));
+        assert!(interner.scope("api").is_err());
+        drop(b);
+        interner.prune();
+        assert_eq!(interner.user_count(), 1);
+        drop(a);
+        interner.prune();
+        assert_eq!(interner.user_count(), 0);
+    }
+}
