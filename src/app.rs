@@ -153,9 +153,10 @@ impl App {
     /// Serves both listeners until `shutdown` resolves, then drains them
     /// and writes the last-use times recorded since the latest flush.
     ///
-    /// The calling thread is proxy worker 0 and serves the admin listener;
-    /// the other `proxy.worker_threads - 1` workers get threads of their own
-    /// ([`crate::worker`]), accepting on clones of the proxy socket.
+    /// The calling thread is proxy worker 0; the other
+    /// `proxy.worker_threads - 1` workers get threads of their own
+    /// ([`crate::worker`]), accepting on clones of the proxy socket, and so
+    /// does the admin listener.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let grace = self.config.shutdown_grace;
         let slots = Arc::new(Semaphore::new(self.config.max_connections));
@@ -177,7 +178,7 @@ impl App {
                     let listener = std::net::TcpListener::from(socket);
                     let (proxy, tls, slots) = (self.proxy.clone(), self.tls.clone(), slots.clone());
                     let stop = watch.clone();
-                    Worker::spawn(index, move || async move {
+                    Worker::proxy(index, move || async move {
                         match TcpListener::from_std(listener) {
                             Ok(listener) => {
                                 proxy::serve(listener, proxy, tls, slots, stop.wait(), grace).await
@@ -196,6 +197,21 @@ impl App {
                 }
             }
         }
+        let admin = {
+            let (listener, admin, stop) = (self.admin_listener, self.admin, watch.clone());
+            listener.into_std().and_then(|listener| {
+                Worker::admin(move || async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => admin::serve(listener, admin, stop.wait(), grace).await,
+                        Err(error) => tracing::error!(%error, "admin cannot listen"),
+                    }
+                })
+            })
+        };
+        match admin {
+            Ok(admin) => workers.push(admin),
+            Err(error) => tracing::error!(%error, "cannot start the admin thread"),
+        }
         let keyring = self.keyring.clone();
         tokio::join!(
             proxy::serve(
@@ -203,10 +219,9 @@ impl App {
                 self.proxy,
                 self.tls,
                 slots,
-                watch.clone().wait(),
+                watch.wait(),
                 grace,
             ),
-            admin::serve(self.admin_listener, self.admin, watch.wait(), grace),
             signal,
         );
         for worker in workers {

@@ -12,8 +12,11 @@
 //! and that worker's share of the upstream pool ([`index`] picks it).
 //!
 //! The thread that calls [`App::run`](crate::app::App::run) is worker 0 and
-//! also serves the admin listener, signals and the last-use flusher; the
-//! others are spawned here and run nothing but the proxy.
+//! also handles signals and the last-use flusher; the other workers are
+//! spawned here and run nothing but the proxy. The admin listener gets a
+//! thread of its own too, so that an admin request's JSON and bookkeeping
+//! never run inside a proxy worker's event loop, ahead of the requests
+//! queued there.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -30,19 +33,37 @@ pub fn index() -> usize {
     INDEX.with(Cell::get)
 }
 
-/// A spawned worker thread.
+/// A spawned thread with its own runtime.
 #[derive(Debug)]
 pub(crate) struct Worker {
-    index: usize,
+    name: String,
     done: oneshot::Receiver<()>,
 }
 
 impl Worker {
-    /// Starts worker `index` on a new thread with its own current-thread
-    /// runtime, running the future `make` returns until it completes.
-    /// `make` runs on the new thread, inside its runtime, so it may
-    /// register sockets with it.
-    pub(crate) fn spawn<F, Fut>(index: usize, make: F) -> std::io::Result<Worker>
+    /// Starts proxy worker `index` (see [`Worker::spawn`]).
+    pub(crate) fn proxy<F, Fut>(index: usize, make: F) -> std::io::Result<Worker>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        Worker::spawn(format!("keygate-worker-{index}"), index, make)
+    }
+
+    /// Starts the admin listener's thread (see [`Worker::spawn`]).
+    pub(crate) fn admin<F, Fut>(make: F) -> std::io::Result<Worker>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        Worker::spawn("keygate-admin".to_owned(), 0, make)
+    }
+
+    /// Starts a thread named `name` with its own current-thread runtime,
+    /// running the future `make` returns until it completes. `make` runs on
+    /// the new thread, inside its runtime, so it may register sockets with
+    /// it.
+    fn spawn<F, Fut>(name: String, index: usize, make: F) -> std::io::Result<Worker>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()>,
@@ -52,19 +73,19 @@ impl Worker {
             .build()?;
         let (finished, done) = oneshot::channel();
         std::thread::Builder::new()
-            .name(format!("keygate-worker-{index}"))
+            .name(name.clone())
             .spawn(move || {
                 INDEX.with(|i| i.set(index));
                 runtime.block_on(async move { make().await });
                 let _ = finished.send(());
             })?;
-        Ok(Worker { index, done })
+        Ok(Worker { name, done })
     }
 
-    /// Waits until the worker's future has completed (or the thread died).
+    /// Waits until the thread's future has completed (or the thread died).
     pub(crate) async fn join(self) {
         if self.done.await.is_err() {
-            tracing::error!(worker = self.index, "worker thread ended abnormally");
+            tracing::error!(thread = %self.name, "thread ended abnormally");
         }
     }
 }
