@@ -12,6 +12,7 @@
 //! prompt is not wanted for API keys).
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
@@ -132,6 +133,15 @@ impl Refusal {
 
     /// The response body.
     pub fn body(self) -> Bytes {
+        match self {
+            // The refusals a key-guessing client gets, millions of times:
+            // the same few bytes each time, serialised once.
+            Refusal::Denied(denied) => Bytes::from_static(denied_body(denied)),
+            other => Bytes::from(other.serialise()),
+        }
+    }
+
+    fn serialise(self) -> Vec<u8> {
         // A struct, not `json!`: field order is Haplo's, not alphabetical.
         #[derive(serde::Serialize)]
         struct Body<'a> {
@@ -149,7 +159,7 @@ impl Refusal {
             kind: self.kind(),
             error: Message { message: &message },
         };
-        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+        serde_json::to_vec(&body).unwrap_or_default()
     }
 
     /// The full response, with a body of type `B` built from the JSON.
@@ -164,6 +174,22 @@ impl Refusal {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
         response
     }
+}
+
+/// The JSON body of each [`Denied`] refusal, made on first use.
+fn denied_body(denied: Denied) -> &'static [u8] {
+    /// Every `Denied`, in declaration order, so that `denied as usize`
+    /// indexes its body.
+    const ALL: [Denied; 5] = [
+        Denied::NoKey,
+        Denied::Throttled,
+        Denied::InvalidKey,
+        Denied::OutOfScope,
+        Denied::UserBlocked,
+    ];
+    static BODIES: OnceLock<[Vec<u8>; 5]> = OnceLock::new();
+    let bodies = BODIES.get_or_init(|| ALL.map(|denied| Refusal::Denied(denied).serialise()));
+    &bodies[denied as usize]
 }
 
 impl fmt::Display for Refusal {
@@ -205,5 +231,27 @@ mod tests {
             body,
             r#"{"success":false,"kind":"INVALID-API-KEY","error":{"message":"Invalid API Key"}}"#
         );
+    }
+
+    #[test]
+    fn each_cached_denial_body_is_its_own() {
+        for denied in [
+            Denied::NoKey,
+            Denied::Throttled,
+            Denied::InvalidKey,
+            Denied::OutOfScope,
+            Denied::UserBlocked,
+        ] {
+            let refusal = Refusal::Denied(denied);
+            assert_eq!(refusal.body(), refusal.serialise(), "{denied:?}");
+            assert!(refusal.body().ends_with(
+                format!(
+                    "\"kind\":\"{}\",\"error\":{{\"message\":\"{}\"}}}}",
+                    denied.kind(),
+                    denied.message()
+                )
+                .as_bytes()
+            ));
+        }
     }
 }
