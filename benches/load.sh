@@ -34,6 +34,11 @@
 #   p99 under wrk -c64 with no admin traffic, with 50 admin reads/s
 #   (control) and with 50 key writes/s (create, revoke, alternately) from a
 #   keep-alive client, interleaved. `benches/load.sh all` runs both.
+#   `AB_BINS="OLD NEW" benches/load.sh ab` compares two keygate binaries
+#   (1 worker, 1 key each) side by side with HAProxy as the reference:
+#   interleaved loaded and wrong-key rounds, then NEW/OLD ratios. This is
+#   how a change is measured before it is committed: build the old and the
+#   new binary, copy them aside, and run this.
 #   `benches/load.sh profile` runs one loaded run against keygate (1 worker,
 #   1 key) under `perf record` and prints where its CPU goes (by area and
 #   by symbol), then syscalls and context switches per request for
@@ -60,8 +65,8 @@
 set -euo pipefail
 
 MODE=${1:-compare}
-case "$MODE" in compare | churn | all | profile) ;; *)
-    echo "usage: $0 [compare|churn|all|profile]" >&2
+case "$MODE" in compare | churn | all | profile | ab) ;; *)
+    echo "usage: $0 [compare|churn|all|profile|ab]" >&2
     exit 2
     ;;
 esac
@@ -102,6 +107,12 @@ fi
 
 # ------------------------------------------------------------------ build
 cd "$REPO"
+if [[ $MODE == ab ]]; then
+    read -r -a AB <<<"${AB_BINS:-}"
+    ((${#AB[@]} == 2)) || die "ab mode: set AB_BINS to two keygate binaries, old then new"
+    for bin in "${AB[@]}"; do [[ -x $bin ]] || die "ab mode: no keygate binary at $bin"; done
+    KG_BIN=${KG_BIN:-${AB[0]}}
+fi
 if [[ -n ${KG_BIN:-} ]]; then
     KG=$KG_BIN
 else
@@ -474,6 +485,8 @@ label() {
     keygate) echo "keygate, 1 worker thread, 1 key" ;;
     kg-1M) echo "keygate, 1 worker thread, $KEYS_1M keys" ;;
     kg-2w) echo "keygate, 2 worker threads, 1 key" ;;
+    ab-old) echo "old: ${AB[0]}" ;;
+    ab-new) echo "new: ${AB[1]}" ;;
     *) echo "$1" ;;
     esac
 }
@@ -588,6 +601,41 @@ compare() {
     fi
     echo
     echo "keygate 1-key RSS after the runs: $(rss_mb "${PID[keygate]}") MB."
+}
+
+# ---------------------------------------------------------------- ab mode
+setup_ab() {
+    local i name port admin
+    for i in 0 1; do
+        name=$([[ $i == 0 ]] && echo ab-old || echo ab-new)
+        port=$([[ $i == 0 ]] && echo "$P_KGM" || echo "$P_KG2")
+        admin=$([[ $i == 0 ]] && echo "$P_KGM_ADMIN" || echo "$P_KG2_ADMIN")
+        KG=${AB[$i]} start_keygate "$name" 1 "$port" "$admin"
+        PORT[$name]=$port
+        PID[$name]=$STARTED_PID
+        KEYOF[$name]=$("${AB[$i]}" keys create --admin "http://$HOST:$admin" --user bench --name load-bench --path /api/)
+        say "$name (${AB[$i]}) ready"
+    done
+}
+
+ab() {
+    local names=(haproxy ab-old ab-new)
+    rounds loaded "$CONNS" "$DURATION" right "${names[@]}"
+    rounds wrong "$CONNS" "$DURATION" wrong "${names[@]}"
+    echo
+    echo "## A/B: two keygate builds, 1 worker thread each ($(date -u +%Y-%m-%dT%H:%MZ))"
+    echo
+    machine_note
+    echo
+    table_loaded loaded "${names[@]}"
+    echo
+    echo "Wrong key (refusals):"
+    echo
+    table_loaded wrong "${names[@]}"
+    echo
+    echo "new / old (medians): throughput $(ratio "$(median loaded ab-new 3)" "$(median loaded ab-old 3)") ×," \
+        "CPU/request $(ratio "$(median loaded ab-new 7)" "$(median loaded ab-old 7)") ×," \
+        "refusal CPU/request $(ratio "$(median wrong ab-new 7)" "$(median wrong ab-old 7)") ×."
 }
 
 # ------------------------------------------------------------- churn mode
@@ -749,7 +797,8 @@ profile() {
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 setup_common
 setup_keygate_1
-[[ $MODE != profile ]] && setup_keygate_1m
+[[ $MODE == ab ]] && setup_ab
+[[ $MODE != profile && $MODE != ab ]] && setup_keygate_1m
 [[ $MODE == compare || $MODE == all ]] && setup_keygate_2w
 [[ $MODE != churn ]] && setup_others
 for name in "${!PORT[@]}"; do check "$name"; done
@@ -760,4 +809,5 @@ done
 [[ $MODE == compare || $MODE == all ]] && compare
 [[ $MODE == churn || $MODE == all ]] && churn
 [[ $MODE == profile ]] && profile
+[[ $MODE == ab ]] && ab
 exit 0
