@@ -15,7 +15,7 @@
 //!   back only when that body was read to its end; a body cut short leaves
 //!   the connection mid-message, so it is dropped (hyper closes it).
 //! - Idle connections older than [`IDLE_TIMEOUT`] are dropped when seen, and
-//!   at most [`MAX_IDLE`] are kept.
+//!   at most [`MAX_IDLE`] are kept per worker.
 //!
 //! Each connection is driven by its own task, on the worker thread that
 //! opened it; the [`SendRequest`] handles are what the pool stores, one
@@ -41,8 +41,9 @@ use crate::config::UpstreamOrigin;
 
 /// How long an idle connection is kept.
 pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Idle connections kept at most; more than this many requests in flight
-/// at once open connections that are closed after their response.
+/// Idle connections kept at most, per worker; beyond this many requests in
+/// flight at once on one worker, connections are closed after their
+/// response.
 pub(super) const MAX_IDLE: usize = 1024;
 /// Connection attempts (TCP and TLS) that take longer than this fail.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
