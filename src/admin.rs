@@ -155,6 +155,20 @@ impl Admin {
         )
     }
 
+    /// Runs a handler that reads the store on the blocking pool: listing a
+    /// million keys takes seconds, and health checks and metrics scrapes
+    /// on the admin listener must not wait behind it.
+    async fn read_store(&self, read: impl FnOnce(&Keyring) -> Reply + Send + 'static) -> Reply {
+        let keyring = self.keyring.clone();
+        match tokio::task::spawn_blocking(move || read(&keyring)).await {
+            Ok(reply) => reply,
+            Err(error) => {
+                tracing::error!(%error, "admin store read failed");
+                Reply::error(500, "the store could not be read")
+            }
+        }
+    }
+
     async fn route(&self, request: Request<Incoming>, peer: SocketAddr) -> Reply {
         let path = request.uri().path().to_owned();
         let query = request.uri().query().map(str::to_owned);
@@ -171,12 +185,19 @@ impl Admin {
             },
             ["metrics"] => Reply::method_not_allowed(&[Method::GET]),
             ["v1", "keys"] => match method {
-                Method::GET => keys::list(&self.keyring, query.as_deref()),
+                Method::GET => {
+                    self.read_store(move |keyring| keys::list(keyring, query.as_deref()))
+                        .await
+                }
                 Method::POST => keys::create(&self.keyring, request, client).await,
                 _ => Reply::method_not_allowed(&[Method::GET, Method::POST]),
             },
             ["v1", "keys", id] => match method {
-                Method::GET => keys::show(&self.keyring, id),
+                Method::GET => {
+                    let id = (*id).to_owned();
+                    self.read_store(move |keyring| keys::show(keyring, &id))
+                        .await
+                }
                 Method::DELETE => keys::revoke(&self.keyring, id, client).await,
                 _ => Reply::method_not_allowed(&[Method::GET, Method::DELETE]),
             },
@@ -187,13 +208,19 @@ impl Admin {
             ["v1", "users", user] => {
                 let user = (*user).to_owned();
                 match method {
-                    Method::GET => users::show(&self.keyring, &user),
+                    Method::GET => {
+                        self.read_store(move |keyring| users::show(keyring, &user))
+                            .await
+                    }
                     Method::PUT => users::set(&self.keyring, &user, request, client).await,
                     _ => Reply::method_not_allowed(&[Method::GET, Method::PUT]),
                 }
             }
             ["v1", "audit"] => match method {
-                Method::GET => audit::list(&self.keyring, query.as_deref()),
+                Method::GET => {
+                    self.read_store(move |keyring| audit::list(keyring, query.as_deref()))
+                        .await
+                }
                 _ => Reply::method_not_allowed(&[Method::GET]),
             },
             _ => Reply::error(404, "no such admin route"),
