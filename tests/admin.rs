@@ -212,6 +212,70 @@ async fn listing_filters_by_user() {
 }
 
 #[tokio::test]
+async fn pages_of_keys_cover_every_key_once_in_id_order() {
+    let proxy = admin().await;
+    let mut all = Vec::new();
+    for user in ["alice", "bob", "alice", "alice", "bob", "alice", "alice"] {
+        all.push((user, proxy.create_key(user, "/api/").await.id));
+    }
+    // Follows `next` from the first page to the last.
+    let pages = |first: &'static str| {
+        let proxy = &proxy;
+        async move {
+            let mut seen = Vec::new();
+            let mut path = first.to_owned();
+            loop {
+                let page = get(proxy, &path).await;
+                assert_eq!(page.status, 200, "{}", page.text());
+                let page = page.json();
+                let keys = page["keys"].as_array().unwrap();
+                assert!(keys.len() <= 2, "a page holds at most `limit` keys");
+                seen.extend(keys.iter().map(|k| k["id"].as_str().unwrap().to_owned()));
+                match page["next"].as_str() {
+                    Some(next) => path = format!("{first}&after={next}"),
+                    None => return seen,
+                }
+            }
+        }
+    };
+    let mut ids: Vec<String> = all.iter().map(|(_, id)| id.clone()).collect();
+    ids.sort();
+    assert_eq!(pages("/v1/keys?limit=2").await, ids);
+    let mut alices: Vec<String> = all
+        .iter()
+        .filter(|(user, _)| *user == "alice")
+        .map(|(_, id)| id.clone())
+        .collect();
+    alices.sort();
+    assert_eq!(pages("/v1/keys?user=alice&limit=2").await, alices);
+    // A page has the listing's fields; the last one has no `next`.
+    let last = get(&proxy, &format!("/v1/keys?after={}", ids[5]))
+        .await
+        .json();
+    assert_eq!(last["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(last["keys"][0]["id"], ids[6]);
+    assert_eq!(
+        last["keys"][0]["user"],
+        all.iter().find(|(_, id)| *id == ids[6]).unwrap().0
+    );
+    assert!(last.get("next").is_none());
+    // The unpaged listing is unchanged: every key, and no `next`.
+    let everything = list(&proxy).await;
+    assert_eq!(everything["keys"].as_array().unwrap().len(), 7);
+    assert!(everything.get("next").is_none());
+}
+
+#[tokio::test]
+async fn bad_paging_parameters_are_400() {
+    let proxy = admin().await;
+    for query in ["limit=0", "limit=10001", "limit=ten", "limit=-1"] {
+        assert_bad_request(&get(&proxy, &format!("/v1/keys?{query}")).await, "limit");
+    }
+    assert_bad_request(&get(&proxy, "/v1/keys?after=nope").await, "after");
+    assert_bad_request(&get(&proxy, "/v1/keys?page=2").await, "page");
+}
+
+#[tokio::test]
 async fn an_unknown_key_id_is_404_on_get_and_delete() {
     let proxy = admin().await;
     let path = format!("/v1/keys/{NO_SUCH_ID}");

@@ -157,33 +157,85 @@ fn read_failed(error: &StoreError) -> Reply {
     Reply::error(500, "the key store could not be read")
 }
 
-/// `GET /v1/keys[?user=U]`.
+/// Keys per page when `after` is given without `limit`.
+const DEFAULT_PAGE: usize = 1000;
+/// The largest `limit` accepted.
+const MAX_PAGE: usize = 10_000;
+
+/// `GET /v1/keys[?user=U][&limit=N][&after=ID]`.
+///
+/// Without `limit` or `after`, every key (SPEC 7), oldest first. With
+/// either, one page in id order and, when more follow, `"next"`: the id to
+/// pass as `after` for the next page. At a million keys the full listing
+/// is about 180 MB of JSON built in memory; pages keep an operator's
+/// scripts (and keygate's memory) small.
 pub(crate) fn list(keyring: &Keyring, query: Option<&str>) -> Reply {
     let mut user_filter = None;
+    let mut limit = None;
+    let mut after = None;
     for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match &*name {
             "user" => match UserId::parse(&value) {
                 Ok(user) => user_filter = Some(user),
                 Err(e) => return Reply::error(400, format!("user: {e}")),
             },
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => limit = Some(n),
+                _ => {
+                    return Reply::error(
+                        400,
+                        format!("limit: must be a whole number from 1 to {MAX_PAGE}"),
+                    )
+                }
+            },
+            "after" => match KeyId::parse(&value) {
+                Some(id) => after = Some(id),
+                None => return Reply::error(400, "after: not a key id"),
+            },
             other => {
                 return Reply::error(
                     400,
-                    format!("unknown query parameter {other:?}; only \"user\" is accepted"),
+                    format!(
+                        "unknown query parameter {other:?}; only \"user\", \"limit\" and \"after\" are accepted"
+                    ),
                 )
             }
         }
+    }
+    let snapshot = keyring.snapshot();
+    #[derive(Serialize)]
+    struct List<'a> {
+        keys: Vec<KeyView<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+    }
+    if limit.is_some() || after.is_some() {
+        let limit = limit.unwrap_or(DEFAULT_PAGE);
+        let (records, more) = match keyring.keys_page(user_filter.as_ref(), after, limit) {
+            Ok(page) => page,
+            Err(error) => return read_failed(&error),
+        };
+        let next = if more {
+            records.last().map(|r| r.id.to_string())
+        } else {
+            None
+        };
+        return Reply::json(
+            200,
+            &List {
+                keys: records
+                    .iter()
+                    .map(|r| KeyView::live(r, snapshot.entry(&r.id)))
+                    .collect(),
+                next,
+            },
+        );
     }
     let mut records = match keyring.keys(user_filter.as_ref()) {
         Ok(records) => records,
         Err(error) => return read_failed(&error),
     };
     records.sort_by_key(|r| (r.created_at, r.id));
-    let snapshot = keyring.snapshot();
-    #[derive(Serialize)]
-    struct List<'a> {
-        keys: Vec<KeyView<'a>>,
-    }
     Reply::json(
         200,
         &List {
@@ -191,6 +243,7 @@ pub(crate) fn list(keyring: &Keyring, query: Option<&str>) -> Reply {
                 .iter()
                 .map(|r| KeyView::live(r, snapshot.entry(&r.id)))
                 .collect(),
+            next: None,
         },
     )
 }

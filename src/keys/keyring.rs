@@ -150,6 +150,16 @@ impl Keyring {
         self.store.key(id)
     }
 
+    /// One page of full records in id order (see [`Store::keys_page`]).
+    pub fn keys_page(
+        &self,
+        user: Option<&UserId>,
+        after: Option<KeyId>,
+        limit: usize,
+    ) -> Result<(Vec<KeyRecord>, bool), StoreError> {
+        self.store.keys_page(user.map(UserId::as_str), after, limit)
+    }
+
     /// Every key's full record (only `user`'s when given), in id order.
     pub fn keys(&self, user: Option<&UserId>) -> Result<Vec<KeyRecord>, StoreError> {
         self.store.keys(user.map(UserId::as_str))

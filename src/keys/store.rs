@@ -31,6 +31,7 @@
 //! side by side (both are ordered by key id) and hands each record to the
 //! caller as it is decoded, so no list of a million records is ever built.
 
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -326,6 +327,53 @@ impl Store {
             record.last_used_at = Some(Timestamp::from_unix(at.value()));
         }
         Ok(Some(record))
+    }
+
+    /// Up to `limit` keys (only `user`'s when given) in id order, starting
+    /// after the id `after`, each with its stored last-use time; and
+    /// whether more follow. A page decodes only the records it returns (and
+    /// those of other users it passes over), so listing a million keys a
+    /// page at a time never holds them all in memory.
+    pub fn keys_page(
+        &self,
+        user: Option<&str>,
+        after: Option<KeyId>,
+        limit: usize,
+    ) -> Result<(Vec<KeyRecord>, bool), StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::redb)?;
+        let keys = txn.open_table(KEYS).map_err(StoreError::redb)?;
+        let last_used = txn.open_table(LAST_USED).map_err(StoreError::redb)?;
+        let start = match &after {
+            Some(after) => Bound::Excluded(after.as_str()),
+            None => Bound::Unbounded,
+        };
+        let mut page = Vec::new();
+        for entry in keys
+            .range::<&str>((start, Bound::Unbounded))
+            .map_err(StoreError::redb)?
+        {
+            let (id, value) = entry.map_err(StoreError::redb)?;
+            let id_text = id.value();
+            let corrupt = |source| StoreError::Corrupt {
+                id: id_text.escape_default().to_string(),
+                source,
+            };
+            let id =
+                KeyId::parse(id_text).ok_or_else(|| corrupt(DecodeError::Invalid("key id")))?;
+            let stored = decode_stored(value.value()).map_err(corrupt)?;
+            if user.is_some_and(|user| user != stored.user) {
+                continue;
+            }
+            if page.len() == limit {
+                return Ok((page, true));
+            }
+            let mut record = KeyRecord::from_stored(id, &stored).map_err(corrupt)?;
+            if let Some(at) = last_used.get(id.as_str()).map_err(StoreError::redb)? {
+                record.last_used_at = Some(Timestamp::from_unix(at.value()));
+            }
+            page.push(record);
+        }
+        Ok((page, false))
     }
 
     /// Every key's full record (only `user`'s when given), in id order.
