@@ -30,20 +30,20 @@
 //! the OS page cache. Start-up reads the `keys` and `last_used` tables
 //! side by side (both are ordered by key id) and hands each record to the
 //! caller as it is decoded, so no list of a million records is ever built.
+//!
+//! This file opens the store and writes it; the reads are in `store/read.rs`.
 
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    WriteTransaction,
-};
+use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::audit::AuditEvent;
-use super::record::{decode_stored, DecodeError, StoredV1};
+use super::record::DecodeError;
 use super::{KeyId, KeyRecord, UserId};
 use crate::timestamp::Timestamp;
+
+mod read;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
@@ -220,179 +220,6 @@ impl Store {
         })
     }
 
-    /// Reads every key and blocked user into records.
-    pub fn load(&self) -> Result<Contents, StoreError> {
-        let mut contents = Contents::default();
-        self.scan_keys(|id, stored, last_used| {
-            let mut record = KeyRecord::from_stored(id, stored)?;
-            if let Some(used) = last_used {
-                record.last_used_at = Some(Timestamp::from_unix(used));
-            }
-            contents.keys.push(record);
-            Ok(())
-        })?;
-        contents.blocked = self.blocked_users()?;
-        Ok(contents)
-    }
-
-    /// Number of keys stored.
-    pub fn key_count(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::redb)?;
-        let keys = txn.open_table(KEYS).map_err(StoreError::redb)?;
-        keys.len().map_err(StoreError::redb)
-    }
-
-    /// Hands every stored key to `each`, in id order, with its last-use
-    /// time from the `last_used` table if it has one. The record borrows
-    /// the page it was read from: nothing is copied unless `each` copies it.
-    pub(crate) fn scan_keys(
-        &self,
-        mut each: impl FnMut(KeyId, &StoredV1<'_>, Option<i64>) -> Result<(), DecodeError>,
-    ) -> Result<(), StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::redb)?;
-        let last_used_table = txn.open_table(LAST_USED).map_err(StoreError::redb)?;
-        // Both tables are ordered by key id: walk them side by side rather
-        // than looking each key up or collecting the times in a map.
-        let mut times = last_used_table.iter().map_err(StoreError::redb)?;
-        let mut next_time = move || -> Result<Option<(KeyId, i64)>, StoreError> {
-            for entry in times.by_ref() {
-                let (id, at) = entry.map_err(StoreError::redb)?;
-                // A malformed id matches no key: skip it.
-                if let Some(id) = KeyId::parse(id.value()) {
-                    return Ok(Some((id, at.value())));
-                }
-            }
-            Ok(None)
-        };
-        let mut pending = next_time()?;
-        let keys = txn.open_table(KEYS).map_err(StoreError::redb)?;
-        for entry in keys.iter().map_err(StoreError::redb)? {
-            let (id, value) = entry.map_err(StoreError::redb)?;
-            let id_text = id.value();
-            let corrupt = |source| StoreError::Corrupt {
-                id: id_text.escape_default().to_string(),
-                source,
-            };
-            let id =
-                KeyId::parse(id_text).ok_or_else(|| corrupt(DecodeError::Invalid("key id")))?;
-            // `KeyId` orders as the table does (bytewise).
-            let mut used = None;
-            while let Some((used_id, at)) = pending {
-                if used_id > id {
-                    break;
-                }
-                if used_id == id {
-                    used = Some(at);
-                }
-                pending = next_time()?;
-            }
-            let stored = decode_stored(value.value()).map_err(corrupt)?;
-            each(id, &stored, used).map_err(corrupt)?;
-        }
-        Ok(())
-    }
-
-    /// Users currently blocked.
-    pub(crate) fn blocked_users(&self) -> Result<Vec<UserId>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::redb)?;
-        let users = txn.open_table(USERS).map_err(StoreError::redb)?;
-        let mut blocked = Vec::new();
-        for entry in users.iter().map_err(StoreError::redb)? {
-            let (user, flag) = entry.map_err(StoreError::redb)?;
-            if flag.value() == 1 {
-                let user = UserId::parse(user.value()).map_err(|_| StoreError::Corrupt {
-                    id: user.value().escape_default().to_string(),
-                    source: DecodeError::Invalid("user id in users table"),
-                })?;
-                blocked.push(user);
-            }
-        }
-        Ok(blocked)
-    }
-
-    /// One key's full record, with its stored last-use time.
-    pub fn key(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::redb)?;
-        let keys = txn.open_table(KEYS).map_err(StoreError::redb)?;
-        let Some(value) = keys.get(id.as_str()).map_err(StoreError::redb)? else {
-            return Ok(None);
-        };
-        let corrupt = |source| StoreError::Corrupt {
-            id: id.to_string(),
-            source,
-        };
-        let mut record = KeyRecord::decode(id, value.value()).map_err(corrupt)?;
-        let last_used = txn.open_table(LAST_USED).map_err(StoreError::redb)?;
-        if let Some(at) = last_used.get(id.as_str()).map_err(StoreError::redb)? {
-            record.last_used_at = Some(Timestamp::from_unix(at.value()));
-        }
-        Ok(Some(record))
-    }
-
-    /// Up to `limit` keys (only `user`'s when given) in id order, starting
-    /// after the id `after`, each with its stored last-use time; and
-    /// whether more follow. A page decodes only the records it returns (and
-    /// those of other users it passes over), so listing a million keys a
-    /// page at a time never holds them all in memory.
-    pub fn keys_page(
-        &self,
-        user: Option<&str>,
-        after: Option<KeyId>,
-        limit: usize,
-    ) -> Result<(Vec<KeyRecord>, bool), StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::redb)?;
-        let keys = txn.open_table(KEYS).map_err(StoreError::redb)?;
-        let last_used = txn.open_table(LAST_USED).map_err(StoreError::redb)?;
-        let start = match &after {
-            Some(after) => Bound::Excluded(after.as_str()),
-            None => Bound::Unbounded,
-        };
-        let mut page = Vec::new();
-        for entry in keys
-            .range::<&str>((start, Bound::Unbounded))
-            .map_err(StoreError::redb)?
-        {
-            let (id, value) = entry.map_err(StoreError::redb)?;
-            let id_text = id.value();
-            let corrupt = |source| StoreError::Corrupt {
-                id: id_text.escape_default().to_string(),
-                source,
-            };
-            let id =
-                KeyId::parse(id_text).ok_or_else(|| corrupt(DecodeError::Invalid("key id")))?;
-            let stored = decode_stored(value.value()).map_err(corrupt)?;
-            if user.is_some_and(|user| user != stored.user) {
-                continue;
-            }
-            if page.len() == limit {
-                return Ok((page, true));
-            }
-            let mut record = KeyRecord::from_stored(id, &stored).map_err(corrupt)?;
-            if let Some(at) = last_used.get(id.as_str()).map_err(StoreError::redb)? {
-                record.last_used_at = Some(Timestamp::from_unix(at.value()));
-            }
-            page.push(record);
-        }
-        Ok((page, false))
-    }
-
-    /// Every key's full record (only `user`'s when given), in id order.
-    pub fn keys(&self, user: Option<&str>) -> Result<Vec<KeyRecord>, StoreError> {
-        let mut records = Vec::new();
-        self.scan_keys(|id, stored, last_used| {
-            if user.is_some_and(|user| user != stored.user) {
-                return Ok(());
-            }
-            let mut record = KeyRecord::from_stored(id, stored)?;
-            if let Some(used) = last_used {
-                record.last_used_at = Some(Timestamp::from_unix(used));
-            }
-            records.push(record);
-            Ok(())
-        })?;
-        Ok(records)
-    }
-
     fn append_audit(txn: &WriteTransaction, event: &AuditEvent) -> Result<(), StoreError> {
         let mut audit = txn.open_table(AUDIT).map_err(StoreError::redb)?;
         let next = audit
@@ -502,35 +329,5 @@ impl Store {
             }
             Ok(())
         })
-    }
-
-    /// Audit events in order, from `from`, at most `limit` of them, each
-    /// with its sequence number.
-    pub fn audit(
-        &self,
-        from: AuditFrom,
-        limit: usize,
-    ) -> Result<Vec<(u64, AuditEvent)>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::redb)?;
-        let audit = txn.open_table(AUDIT).map_err(StoreError::redb)?;
-        let start = match from {
-            AuditFrom::After(seq) => seq.saturating_add(1),
-            AuditFrom::Since(_) => 0,
-        };
-        let mut events = Vec::new();
-        for entry in audit.range(start..).map_err(StoreError::redb)? {
-            let (seq, bytes) = entry.map_err(StoreError::redb)?;
-            let event: AuditEvent = serde_json::from_slice(bytes.value())?;
-            if let AuditFrom::Since(at) = from {
-                if event.time < at.unix() {
-                    continue;
-                }
-            }
-            events.push((seq.value(), event));
-            if events.len() >= limit {
-                break;
-            }
-        }
-        Ok(events)
     }
 }
