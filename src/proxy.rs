@@ -44,7 +44,7 @@ pub use self::refusal::{BadRequest, Blame, Refusal, UpstreamCause};
 pub use self::upstream::Upstream;
 
 use self::headers::Peer;
-use self::log::{LogPath, RequestInfo};
+use self::log::{Caller, LogPath, RequestInfo};
 use crate::access_log::AccessLog;
 use crate::auth::{self, AuthContext, Credentials, Identity, Throttle};
 use crate::config::ProxySettings;
@@ -153,27 +153,30 @@ impl Proxy {
         } = admitted;
 
         let sent = Instant::now();
-        let (mut response, lease) =
-            match live.upstream.send(request, settings.upstream_timeout).await {
-                Ok(answered) => {
-                    self.metrics.upstream(sent.elapsed());
-                    answered
+        let (mut response, lease) = match live
+            .upstream
+            .send(request, settings.upstream_timeout, sent)
+            .await
+        {
+            Ok(answered) => {
+                self.metrics.upstream(sent.elapsed());
+                answered
+            }
+            Err(refusal) => {
+                match refusal {
+                    Refusal::BadGateway(cause) => self.metrics.upstream_error(cause.as_str()),
+                    Refusal::GatewayTimeout => self.metrics.upstream_error("timeout"),
+                    // The client's body failed: not the upstream's doing.
+                    Refusal::BadRequest(_) | Refusal::Denied(_) => {}
                 }
-                Err(refusal) => {
-                    match refusal {
-                        Refusal::BadGateway(cause) => self.metrics.upstream_error(cause.as_str()),
-                        Refusal::GatewayTimeout => self.metrics.upstream_error("timeout"),
-                        // The client's body failed: not the upstream's doing.
-                        Refusal::BadRequest(_) | Refusal::Denied(_) => {}
-                    }
-                    let rejected = Rejected {
-                        refusal,
-                        info,
-                        identity: identity.into_headers(),
-                    };
-                    return Ok(self.refuse(rejected, version));
-                }
-            };
+                let rejected = Rejected {
+                    refusal,
+                    info,
+                    identity: identity.into_caller(),
+                };
+                return Ok(self.refuse(rejected, version));
+            }
+        };
         let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         let upgraded = match (switching, upgrade) {
             (false, _) => None,
@@ -183,7 +186,7 @@ impl Proxy {
                 let rejected = Rejected {
                     refusal: Refusal::BadGateway(UpstreamCause::Other),
                     info,
-                    identity: identity.into_headers(),
+                    identity: identity.into_caller(),
                 };
                 return Ok(self.refuse(rejected, version));
             }
@@ -211,7 +214,7 @@ impl Proxy {
             info,
             parts.status,
             identity.outcome(),
-            identity.headers(),
+            identity.into_caller(),
         ));
         let body = UpstreamBody::new(TimedBody::new(body, settings.body_timeout), lease);
         let body = ResponseBody::upstream(body, log);
@@ -268,9 +271,10 @@ impl Proxy {
                 return Err(Rejected {
                     refusal: refused.denied.into(),
                     info,
-                    identity: refused
-                        .key
-                        .map(|entry| (entry.user_header().clone(), entry.id_header())),
+                    identity: refused.key.map(|entry| Caller {
+                        user: entry.user_header().clone(),
+                        key_id: entry.id(),
+                    }),
                 })
             }
         };
@@ -281,10 +285,10 @@ impl Proxy {
                 entry.touch(time);
                 (
                     Some(entry),
-                    Forwarded::Key {
+                    Forwarded::Key(Caller {
                         user: entry.user_header().clone(),
-                        key_id: entry.id_header(),
-                    },
+                        key_id: entry.id(),
+                    }),
                 )
             }
         };
@@ -346,7 +350,7 @@ impl Proxy {
             info,
             refusal.status(),
             refusal.outcome(),
-            identity.as_ref().map(|(user, id)| (user, id)),
+            identity,
         ));
         let mut response = refusal
             .into_response::<ResponseBody>()
@@ -362,7 +366,7 @@ struct Rejected {
     info: RequestInfo,
     /// User and key id, when a valid key was refused (scope, blocked user,
     /// or an upstream failure).
-    identity: Option<(http::HeaderValue, http::HeaderValue)>,
+    identity: Option<Caller>,
 }
 
 impl Rejected {
@@ -386,10 +390,7 @@ struct Admitted {
 /// How a forwarded request was authenticated, kept past the snapshot.
 enum Forwarded {
     Anonymous,
-    Key {
-        user: http::HeaderValue,
-        key_id: http::HeaderValue,
-    },
+    Key(Caller),
 }
 
 impl Forwarded {
@@ -400,17 +401,10 @@ impl Forwarded {
         }
     }
 
-    fn headers(&self) -> Option<(&http::HeaderValue, &http::HeaderValue)> {
+    fn into_caller(self) -> Option<Caller> {
         match self {
             Forwarded::Anonymous => None,
-            Forwarded::Key { user, key_id } => Some((user, key_id)),
-        }
-    }
-
-    fn into_headers(self) -> Option<(http::HeaderValue, http::HeaderValue)> {
-        match self {
-            Forwarded::Anonymous => None,
-            Forwarded::Key { user, key_id } => Some((user, key_id)),
+            Forwarded::Key(caller) => Some(caller),
         }
     }
 }

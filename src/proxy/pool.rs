@@ -15,7 +15,9 @@
 //!   back only when that body was read to its end; a body cut short leaves
 //!   the connection mid-message, so it is dropped (hyper closes it).
 //! - Idle connections older than [`IDLE_TIMEOUT`] are dropped when seen, and
-//!   at most [`MAX_IDLE`] are kept per worker.
+//!   at most [`MAX_IDLE`] are kept per worker. Age is counted from when a
+//!   connection was last lent, with the instant the request already took,
+//!   so the pool itself never reads the clock.
 //!
 //! Each connection is driven by its own task, on the worker thread that
 //! opened it; the [`SendRequest`] handles are what the pool stores, one
@@ -141,8 +143,8 @@ impl Pool {
     /// open, else a new one. The flag says whether it was pooled (a pooled
     /// connection may have been closed by the upstream in the meantime, so
     /// a request it never sent may be retried).
-    pub(super) async fn checkout(&self) -> Result<(Sender, bool), ConnectError> {
-        while let Some(mut sender) = self.take() {
+    pub(super) async fn checkout(&self, now: Instant) -> Result<(Sender, bool), ConnectError> {
+        while let Some(mut sender) = self.take(now) {
             // Usually ready at once; a connection handed back the moment
             // its last response body ended may need its task to run first.
             if sender.ready().await.is_ok() {
@@ -153,38 +155,40 @@ impl Pool {
     }
 
     /// A lease on `sender`, to hand it back once its response has ended.
-    pub(super) fn lease(&self, sender: Sender) -> Lease {
+    /// A lease on `sender`, lent at `now`, to hand it back once its
+    /// response has ended.
+    pub(super) fn lease(&self, sender: Sender, now: Instant) -> Lease {
         Lease {
             sender,
             pool: self.clone(),
+            lent: now,
         }
     }
 
-    fn take(&self) -> Option<Sender> {
+    fn take(&self, now: Instant) -> Option<Sender> {
         let mut idle = self.lock();
         while let Some(entry) = idle.pop_back() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
+            if !entry.sender.is_closed() && now.duration_since(entry.since) < IDLE_TIMEOUT {
                 return Some(entry.sender);
             }
         }
         None
     }
 
-    fn put(&self, sender: Sender) {
+    fn put(&self, sender: Sender, since: Instant) {
         if sender.is_closed() {
             return;
         }
-        let now = Instant::now();
         let mut idle = self.lock();
         // The front is the longest idle: expire from there.
         while idle
             .front()
-            .is_some_and(|entry| now.duration_since(entry.since) >= IDLE_TIMEOUT)
+            .is_some_and(|entry| since.duration_since(entry.since) >= IDLE_TIMEOUT)
         {
             idle.pop_front();
         }
         if idle.len() < MAX_IDLE {
-            idle.push_back(Idle { sender, since: now });
+            idle.push_back(Idle { sender, since });
         }
     }
 
@@ -262,12 +266,14 @@ where
 pub(crate) struct Lease {
     sender: Sender,
     pool: Pool,
+    /// When the connection was lent: its idle age counts from here.
+    lent: Instant,
 }
 
 impl Lease {
     /// The response on this connection was read to its end: the connection
     /// can carry another request.
     pub(crate) fn release(self) {
-        self.pool.put(self.sender);
+        self.pool.put(self.sender, self.lent);
     }
 }

@@ -11,7 +11,7 @@
 //! have reached the application is never sent twice.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -51,13 +51,16 @@ impl Upstream {
 
     /// Sends a request (origin-form target, `Host` set) and waits for the
     /// response head, at most `timeout` including any connection set-up.
-    /// The lease hands the connection back once the response body ends.
+    /// `now` is when the request was sent (the pool ages connections with
+    /// it). The lease hands the connection back once the response body
+    /// ends.
     pub(crate) async fn send(
         &self,
         request: Request<TimedBody>,
         timeout: Duration,
+        now: Instant,
     ) -> Result<(Response<Incoming>, Lease), Refusal> {
-        match tokio::time::timeout(timeout, self.round_trip(request)).await {
+        match tokio::time::timeout(timeout, self.round_trip(request, now)).await {
             Err(_elapsed) => Err(Refusal::GatewayTimeout),
             Ok(Ok(sent)) => Ok(sent),
             Ok(Err(Failure::Connect(error))) => {
@@ -80,11 +83,12 @@ impl Upstream {
     async fn round_trip(
         &self,
         mut request: Request<TimedBody>,
+        now: Instant,
     ) -> Result<(Response<Incoming>, Lease), Failure> {
         loop {
-            let (mut sender, pooled) = self.pool.checkout().await.map_err(Failure::Connect)?;
+            let (mut sender, pooled) = self.pool.checkout(now).await.map_err(Failure::Connect)?;
             match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, self.pool.lease(sender))),
+                Ok(response) => return Ok((response, self.pool.lease(sender, now))),
                 Err(mut failed) => match failed.take_message() {
                     // Never written: the pooled connection was closed under
                     // us. Each retry uses up a pooled connection, and a new
