@@ -209,33 +209,26 @@ pub(crate) fn list(keyring: &Keyring, query: Option<&str>) -> Reply {
         #[serde(skip_serializing_if = "Option::is_none")]
         next: Option<String>,
     }
-    if limit.is_some() || after.is_some() {
+    let (records, next) = if limit.is_some() || after.is_some() {
         let limit = limit.unwrap_or(DEFAULT_PAGE);
-        let (records, more) = match keyring.keys_page(user_filter.as_ref(), after, limit) {
-            Ok(page) => page,
+        match keyring.keys_page(user_filter.as_ref(), after, limit) {
+            Ok((records, more)) => {
+                let next = more
+                    .then(|| records.last().map(|r| r.id.to_string()))
+                    .flatten();
+                (records, next)
+            }
             Err(error) => return read_failed(&error),
-        };
-        let next = if more {
-            records.last().map(|r| r.id.to_string())
-        } else {
-            None
-        };
-        return Reply::json(
-            200,
-            &List {
-                keys: records
-                    .iter()
-                    .map(|r| KeyView::live(r, snapshot.entry(&r.id)))
-                    .collect(),
-                next,
-            },
-        );
-    }
-    let mut records = match keyring.keys(user_filter.as_ref()) {
-        Ok(records) => records,
-        Err(error) => return read_failed(&error),
+        }
+    } else {
+        match keyring.keys(user_filter.as_ref()) {
+            Ok(mut records) => {
+                records.sort_by_key(|r| (r.created_at, r.id));
+                (records, None)
+            }
+            Err(error) => return read_failed(&error),
+        }
     };
-    records.sort_by_key(|r| (r.created_at, r.id));
     Reply::json(
         200,
         &List {
@@ -243,7 +236,7 @@ pub(crate) fn list(keyring: &Keyring, query: Option<&str>) -> Reply {
                 .iter()
                 .map(|r| KeyView::live(r, snapshot.entry(&r.id)))
                 .collect(),
-            next: None,
+            next,
         },
     )
 }

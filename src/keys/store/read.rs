@@ -63,13 +63,7 @@ impl Store {
         let keys = txn.open_table(KEYS).map_err(StoreError::redb)?;
         for entry in keys.iter().map_err(StoreError::redb)? {
             let (id, value) = entry.map_err(StoreError::redb)?;
-            let id_text = id.value();
-            let corrupt = |source| StoreError::Corrupt {
-                id: id_text.escape_default().to_string(),
-                source,
-            };
-            let id =
-                KeyId::parse(id_text).ok_or_else(|| corrupt(DecodeError::Invalid("key id")))?;
+            let (id, stored) = stored_key(id.value(), value.value())?;
             // `KeyId` orders as the table does (bytewise).
             let mut used = None;
             while let Some((used_id, at)) = pending {
@@ -81,8 +75,7 @@ impl Store {
                 }
                 pending = next_time()?;
             }
-            let stored = decode_stored(value.value()).map_err(corrupt)?;
-            each(id, &stored, used).map_err(corrupt)?;
+            each(id, &stored, used).map_err(|source| corrupt(id, source))?;
         }
         Ok(())
     }
@@ -112,11 +105,8 @@ impl Store {
         let Some(value) = keys.get(id.as_str()).map_err(StoreError::redb)? else {
             return Ok(None);
         };
-        let corrupt = |source| StoreError::Corrupt {
-            id: id.to_string(),
-            source,
-        };
-        let mut record = KeyRecord::decode(id, value.value()).map_err(corrupt)?;
+        let mut record =
+            KeyRecord::decode(id, value.value()).map_err(|source| corrupt(id, source))?;
         let last_used = txn.open_table(LAST_USED).map_err(StoreError::redb)?;
         if let Some(at) = last_used.get(id.as_str()).map_err(StoreError::redb)? {
             record.last_used_at = Some(Timestamp::from_unix(at.value()));
@@ -148,21 +138,15 @@ impl Store {
             .map_err(StoreError::redb)?
         {
             let (id, value) = entry.map_err(StoreError::redb)?;
-            let id_text = id.value();
-            let corrupt = |source| StoreError::Corrupt {
-                id: id_text.escape_default().to_string(),
-                source,
-            };
-            let id =
-                KeyId::parse(id_text).ok_or_else(|| corrupt(DecodeError::Invalid("key id")))?;
-            let stored = decode_stored(value.value()).map_err(corrupt)?;
+            let (id, stored) = stored_key(id.value(), value.value())?;
             if user.is_some_and(|user| user != stored.user) {
                 continue;
             }
             if page.len() == limit {
                 return Ok((page, true));
             }
-            let mut record = KeyRecord::from_stored(id, &stored).map_err(corrupt)?;
+            let mut record =
+                KeyRecord::from_stored(id, &stored).map_err(|source| corrupt(id, source))?;
             if let Some(at) = last_used.get(id.as_str()).map_err(StoreError::redb)? {
                 record.last_used_at = Some(Timestamp::from_unix(at.value()));
             }
@@ -216,5 +200,22 @@ impl Store {
             }
         }
         Ok(events)
+    }
+}
+
+/// One row of the `keys` table, decoded without copying.
+fn stored_key<'a>(id: &str, value: &'a [u8]) -> Result<(KeyId, StoredV1<'a>), StoreError> {
+    let parsed = KeyId::parse(id).ok_or_else(|| StoreError::Corrupt {
+        id: id.escape_default().to_string(),
+        source: DecodeError::Invalid("key id"),
+    })?;
+    let stored = decode_stored(value).map_err(|source| corrupt(parsed, source))?;
+    Ok((parsed, stored))
+}
+
+fn corrupt(id: KeyId, source: DecodeError) -> StoreError {
+    StoreError::Corrupt {
+        id: id.to_string(),
+        source,
     }
 }
