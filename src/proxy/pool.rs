@@ -154,7 +154,6 @@ impl Pool {
         Ok((self.connect().await?, false))
     }
 
-    /// A lease on `sender`, to hand it back once its response has ended.
     /// A lease on `sender`, lent at `now`, to hand it back once its
     /// response has ended.
     pub(super) fn lease(&self, sender: Sender, now: Instant) -> Lease {
@@ -180,7 +179,8 @@ impl Pool {
             return;
         }
         let mut idle = self.lock();
-        // The front is the longest idle: expire from there.
+        // The front holds the connections lent longest ago: expire from
+        // there (the order is by lending time, so roughly by idleness).
         while idle
             .front()
             .is_some_and(|entry| since.duration_since(entry.since) >= IDLE_TIMEOUT)
