@@ -169,10 +169,7 @@ pub fn rewrite_request(
     // One read-only pass first: most requests carry nothing else to strip,
     // and a scan of a handful of names is cheaper than a dozen hashed
     // removals that find nothing.
-    if headers
-        .keys()
-        .any(|name| must_strip(name, settings, peer.trusted))
-    {
+    if headers.keys().any(|name| must_strip(name, settings)) {
         strip(headers, settings);
     }
 
@@ -187,12 +184,11 @@ pub fn rewrite_request(
     set_forwarded(headers, peer);
 }
 
-/// Whether `name` is one [`strip`] (or, from an untrusted peer,
-/// [`set_forwarded`]) removes.
-fn must_strip(name: &HeaderName, settings: &ProxySettings, trusted: bool) -> bool {
+/// Whether `name` is one [`strip`] removes. (`Forwarded` from an untrusted
+/// peer is [`set_forwarded`]'s business, not a reason to run `strip`.)
+fn must_strip(name: &HeaderName, settings: &ProxySettings) -> bool {
     HOP_BY_HOP.contains(name)
         || name == EXPECT
-        || (!trusted && name == FORWARDED)
         || is_alias(name.as_str(), settings.identity_header.as_str())
         || is_alias(name.as_str(), settings.key_id_header.as_str())
         || is_alias(name.as_str(), X_ONEIS_KEY)
