@@ -2,6 +2,9 @@
 
 mod support;
 
+#[path = "admin/bodies.rs"]
+mod bodies;
+
 use keygate::timestamp::Timestamp;
 use serde_json::{json, Value};
 use support::{RecordingUpstream, Req, Resp, TestProxy};

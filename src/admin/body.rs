@@ -1,8 +1,18 @@
-//! Reading admin request bodies: bounded, JSON, and errors that name the
-//! field at fault.
+//! Reading admin request bodies: bounded in size and in time, JSON, and
+//! errors that name the field at fault.
+//!
+//! The admin listener has 64 connection slots (`MAX_CONNECTIONS` in
+//! `admin.rs`), so a body must never hold one open for long: a declared
+//! length over the limit is refused before any of it is read, and the whole
+//! body must arrive within [`BODY_DEADLINE`]. Both answers close the
+//! connection (the rest of the body is never read), and both are the usual
+//! `{"error": ...}`.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
+use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
@@ -11,20 +21,38 @@ use super::reply::Reply;
 
 /// Largest admin request body.
 const MAX_BODY: usize = 64 * 1024;
+/// The whole body must arrive within this time, counted from when the
+/// handler starts reading it (just after the head). Admin bodies are a few
+/// hundred bytes from a local script: ten seconds is generous for any real
+/// client, and it bounds what a stalled or hostile one costs.
+const BODY_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Reads a body of at most 64 KiB, or the 4xx to send instead.
+/// Reads a body of at most 64 KiB within the deadline, or the 4xx to send
+/// instead.
 pub(crate) async fn read(request: Request<Incoming>) -> Result<Bytes, Reply> {
-    Ok(Limited::new(request.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|error| {
-            if error.is::<http_body_util::LengthLimitError>() {
-                Reply::error(413, format!("request body is larger than {MAX_BODY} bytes"))
-            } else {
-                Reply::error(400, "request body could not be read")
-            }
-        })?
-        .to_bytes())
+    let body = request.into_body();
+    // hyper reports a declared `Content-Length` as the exact size: over the
+    // limit, waiting for the body would only tie the connection up.
+    if body.size_hint().lower() > MAX_BODY as u64 {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(BODY_DEADLINE, Limited::new(body, MAX_BODY).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(_)) => Err(Reply::error(400, "request body could not be read")),
+        Err(_elapsed) => Err(Reply::error(
+            408,
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_DEADLINE.as_secs()
+            ),
+        )
+        .closing()),
+    }
+}
+
+fn too_large() -> Reply {
+    Reply::error(413, format!("request body is larger than {MAX_BODY} bytes")).closing()
 }
 
 /// Reads and parses a JSON body, or the 4xx to send instead.

@@ -1,7 +1,7 @@
 //! Admin responses: JSON bodies, `{"error": ...}` for every failure.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, LOCATION};
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
@@ -13,6 +13,9 @@ pub(crate) struct Reply {
     body: Bytes,
     allow: Option<String>,
     location: Option<String>,
+    /// Sends `Connection: close`: the request was answered without its
+    /// body being read, so the connection cannot carry another request.
+    close: bool,
 }
 
 impl Reply {
@@ -23,6 +26,7 @@ impl Reply {
             body: Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
             allow: None,
             location: None,
+            close: false,
         }
     }
 
@@ -33,6 +37,7 @@ impl Reply {
             body: Bytes::new(),
             allow: None,
             location: None,
+            close: false,
         }
     }
 
@@ -67,6 +72,13 @@ impl Reply {
         self
     }
 
+    /// Adds `Connection: close`: hyper closes an HTTP/1 connection after
+    /// the response (HTTP/2 has no such header; hyper drops it there).
+    pub(crate) fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
     /// The hyper response.
     pub(crate) fn into_response(self) -> Response<Full<Bytes>> {
         let has_body = !self.body.is_empty();
@@ -82,6 +94,9 @@ impl Reply {
         }
         if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
             headers.insert(LOCATION, location);
+        }
+        if self.close {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
