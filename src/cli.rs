@@ -5,6 +5,9 @@
 //! holds it). The admin URL comes from `--admin`, else from the config
 //! file's `admin.listen`; the bearer token from `KEYGATE_ADMIN_TOKEN`, else
 //! from the config file, never from an argument (arguments show in `ps`).
+//! Every call to the admin API has a deadline (`--timeout`, 10 s by
+//! default), so that a stuck server makes `keygate health` in a container
+//! health check fail rather than hang.
 
 mod client;
 mod output;
@@ -44,6 +47,10 @@ pub struct Global {
     /// Print the admin API's JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Give up on the admin API after this long (connecting and the whole
+    /// exchange), e.g. 500ms or 1m; a timeout exits non-zero
+    #[arg(long, global = true, value_name = "DURATION", default_value = "10s")]
+    pub timeout: humantime::Duration,
 }
 
 /// The commands.
@@ -328,7 +335,7 @@ fn client_for(global: &Global) -> Result<AdminClient, ClientError> {
         .ok()
         .filter(|t| !t.is_empty())
         .or_else(|| config.and_then(|c| c.admin_token.map(|t| t.expose().to_owned())));
-    AdminClient::new(&base, token)
+    AdminClient::new(&base, token, global.timeout.into())
 }
 
 /// Percent-encodes one path segment, leaving RFC 3986's unreserved

@@ -279,3 +279,48 @@ async fn without_admin_the_url_and_token_come_from_the_config_file() {
         .json();
     assert_eq!(listed["keys"][0]["id"], key[..16]);
 }
+
+/// A port that accepts connections (the kernel completes the handshake)
+/// but never answers: an admin API that is stuck.
+fn silent_admin() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    (listener, url)
+}
+
+#[tokio::test]
+async fn a_silent_admin_api_fails_each_command_at_the_timeout_with_one_line() {
+    let (_listener, url) = silent_admin();
+    for command in [
+        &["health"][..],
+        &["keys", "list"],
+        &["users", "block", "alice"],
+    ] {
+        let mut args = command.to_vec();
+        args.extend(["--admin", url.as_str(), "--timeout", "1s"]);
+        // `cli` gives up (and fails the test) after its own patience, far
+        // past the one-second timeout.
+        let out = cli(&args, &[]).await;
+        let stderr = out.failed();
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{command:?}: one line: {stderr:?}"
+        );
+        assert!(
+            stderr.contains(&url) && stderr.contains("1s"),
+            "{command:?}: names the URL and the timeout: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{command:?}: {}", out.stdout);
+    }
+}
+
+#[tokio::test]
+async fn help_names_the_timeout_and_its_default() {
+    let help = cli(&["--help"], &[]).await;
+    let stdout = help.ok();
+    assert!(
+        stdout.contains("--timeout") && stdout.contains("10s"),
+        "{stdout}"
+    );
+}

@@ -1,8 +1,12 @@
 //! A minimal admin API client over hyper's HTTP/1.1 connection API.
 //!
 //! One connection per command is all the CLI needs, so there is no pool:
-//! connect, send one request, read the JSON answer. Errors say what to
-//! check ("is keygate serve running?") rather than only what failed.
+//! connect, send one request, read the JSON answer. The whole call (connect
+//! included) has one deadline: a server that accepts and never answers, or
+//! answers a byte at a time, must not hang a health check. Errors say what
+//! to check ("is keygate serve running?") rather than only what failed.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
@@ -37,6 +41,14 @@ pub enum ClientError {
         /// Why.
         source: hyper::Error,
     },
+    /// No complete answer within the deadline.
+    #[error("admin API at {url} did not answer within {}", humantime::format_duration(*.after))]
+    Timeout {
+        /// The admin URL.
+        url: String,
+        /// The deadline (`--timeout`).
+        after: Duration,
+    },
     /// The API answered with an error.
     #[error("{message} (HTTP {status})")]
     Api {
@@ -53,11 +65,14 @@ pub struct AdminClient {
     url: String,
     authority: String,
     token: Option<String>,
+    /// The deadline for each call, connect to last body byte.
+    timeout: Duration,
 }
 
 impl AdminClient {
-    /// A client for `base` (e.g. `http://127.0.0.1:8081`).
-    pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
+    /// A client for `base` (e.g. `http://127.0.0.1:8081`) whose calls each
+    /// give up after `timeout`.
+    pub fn new(base: &str, token: Option<String>, timeout: Duration) -> Result<Self, ClientError> {
         let uri: Uri = base
             .parse()
             .map_err(|_| ClientError::BadUrl(base.to_owned()))?;
@@ -76,12 +91,31 @@ impl AdminClient {
             url: base.trim_end_matches('/').to_owned(),
             authority,
             token,
+            timeout,
         })
     }
 
     /// Sends one request; returns the JSON body of a 2xx answer (or `null`
-    /// for 204), or the API's error.
+    /// for 204), or the API's error, or [`ClientError::Timeout`] if the
+    /// whole exchange took longer than the client's timeout.
     pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
+        tokio::time::timeout(self.timeout, self.exchange(method, path, body))
+            .await
+            .unwrap_or_else(|_elapsed| {
+                Err(ClientError::Timeout {
+                    url: self.url.clone(),
+                    after: self.timeout,
+                })
+            })
+    }
+
+    /// One request and its whole answer, with no deadline of its own.
+    async fn exchange(
         &self,
         method: Method,
         path: &str,
