@@ -350,6 +350,41 @@ async fn bad_names_are_400_and_nothing_is_written() {
 }
 
 #[tokio::test]
+async fn json_with_bytes_after_the_value_is_400_and_nothing_is_written() {
+    let proxy = admin().await;
+    let key = proxy.create_key("alice", "/api/").await;
+    for body in [
+        &br#"{"user":"bob","name":"t"}xyz"#[..],
+        br#"{"user":"bob","name":"t"}{"user":"eve","name":"t"}"#,
+        br#"{"user":"bob","name":"t"} ]"#,
+    ] {
+        assert_create_refused(&proxy, body, "json").await;
+    }
+    let put = proxy
+        .admin("PUT", "/v1/users/alice")
+        .header("Content-Type", "application/json")
+        .body(br#"{"blocked":true}x"#);
+    assert_bad_request(&proxy.admin_send(put).await, "json");
+    assert_eq!(
+        get(&proxy, "/v1/users/alice").await.json()["blocked"],
+        false
+    );
+    let rotate = proxy
+        .admin("POST", &format!("/v1/keys/{}/rotate", key.id))
+        .header("Content-Type", "application/json")
+        .body(br#"{"grace_secs":60}}"#);
+    assert_bad_request(&proxy.admin_send(rotate).await, "json");
+    assert_eq!(list(&proxy).await["keys"].as_array().map(Vec::len), Some(1));
+    // Trailing whitespace is not data: a body from a file ending in a
+    // newline is still accepted.
+    let req = proxy
+        .admin("POST", "/v1/keys")
+        .header("Content-Type", "application/json")
+        .body(b"{\"user\":\"bob\",\"name\":\"t\"}\r\n");
+    assert_eq!(proxy.admin_send(req).await.status, 201);
+}
+
+#[tokio::test]
 async fn bad_json_is_400_and_nothing_is_written() {
     let proxy = admin().await;
     proxy.create_key("alice", "/api/").await;

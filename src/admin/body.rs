@@ -68,7 +68,7 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, Reply> 
     // serde_path_to_error names the field at fault, not only a line and
     // column.
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
         let message = if path == "." {
             format!("invalid JSON body: {}", e.inner())
@@ -76,7 +76,14 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, Reply> 
             format!("invalid JSON body: {path}: {}", e.inner())
         };
         Reply::error(400, message)
-    })
+    })?;
+    // The body is one JSON value: anything but whitespace after it (a
+    // second object, a stray byte) means the client sent something other
+    // than what was parsed, so none of it is acted on.
+    deserializer
+        .end()
+        .map_err(|e| Reply::error(400, format!("invalid JSON body: {e}")))?;
+    Ok(value)
 }
 
 /// A failed write: logged in full, reported without detail.
