@@ -430,6 +430,53 @@ async fn bad_paths_are_400_and_nothing_is_written() {
 }
 
 #[tokio::test]
+async fn a_path_with_a_fragment_mark_is_400_and_nothing_is_written() {
+    let proxy = admin().await;
+    proxy.create_key("alice", "/api/").await;
+    // A request-target never carries a `#` (it starts the fragment, which
+    // clients do not send), so none of these could ever admit a request.
+    for path in [
+        "/api/#",
+        "/api/x#y",
+        "=/api/x#y",
+        "/api/x?a=#b",
+        "=/api/x?a=1#b",
+        "/#",
+    ] {
+        let body = json!({"user": "bob", "name": "t", "path": path}).to_string();
+        assert_create_refused(&proxy, body.as_bytes(), "path").await;
+    }
+    let body = json!({"user": "bob", "name": "t", "path": "/api/#"});
+    let error = create(&proxy, &body).await.json()["error"].to_string();
+    assert!(error.contains('#'), "the error says what is wrong: {error}");
+}
+
+/// A scope that was accepted before `#` was refused (the store may hold
+/// one) still loads: refusing to start over it would be worse than the key,
+/// which admits nothing, as it always did.
+#[tokio::test]
+async fn a_key_stored_with_a_fragment_mark_in_its_path_still_loads() {
+    let (dir, upstream) = (
+        tempfile::tempdir().unwrap(),
+        RecordingUpstream::start().await,
+    );
+    let proxy = over(&dir, &upstream).await;
+    let new = keygate::keys::NewKey {
+        user: keygate::keys::UserId::parse("alice").unwrap(),
+        name: "from an older keygate".to_owned(),
+        scope: keygate::scope::Scope::parse("/api/#x").unwrap(),
+        expires_at: None,
+    };
+    let (key, _) = proxy.keyring.create(new, None).expect("seed the store");
+    proxy.stop().await;
+    let proxy = over(&dir, &upstream).await;
+    let listed = list(&proxy).await;
+    assert_eq!(listed["keys"][0]["path"], "/api/#x", "{listed}");
+    let resp = proxy.send(Req::get("/api/x").basic(key.expose())).await;
+    resp.assert_refused(403, "INVALID-API-KEY");
+}
+
+#[tokio::test]
 async fn bad_expiry_times_are_400_and_nothing_is_written() {
     let proxy = admin().await;
     proxy.create_key("alice", "/api/").await;

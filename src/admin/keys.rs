@@ -97,7 +97,7 @@ fn validate_new_key(
             format!("name must be 1 to {MAX_NAME} characters with no control characters"),
         ));
     }
-    let scope = Scope::parse(input.path.as_deref().unwrap_or(DEFAULT_SCOPE))
+    let scope = Scope::parse_new(input.path.as_deref().unwrap_or(DEFAULT_SCOPE))
         .map_err(|e| Reply::error(400, e.to_string()))?;
     let expires_at = match input.expires_at.as_deref() {
         None => None,
