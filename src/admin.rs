@@ -28,6 +28,7 @@ mod body;
 mod guard;
 mod keys;
 mod reply;
+pub(crate) mod text;
 mod users;
 
 use std::convert::Infallible;

@@ -20,6 +20,7 @@ use http::Method;
 use serde_json::{json, Value};
 
 pub use self::client::{AdminClient, ClientError};
+use crate::admin::text::escape;
 use crate::config::Config;
 
 /// keygate: an authenticating reverse proxy for Haplo API keys.
@@ -145,7 +146,8 @@ pub async fn run(global: &Global, command: Command) -> ExitCode {
     match execute(global, command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("keygate: {error}");
+            // One line, whatever the API's error text holds.
+            eprintln!("keygate: {}", escape(&error.to_string()));
             ExitCode::FAILURE
         }
     }
@@ -174,7 +176,7 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
             }
             let created = client.call(Method::POST, "/v1/keys", Some(body)).await?;
             if global.json {
-                println!("{created}");
+                println!("{}", output::json(&created));
                 return Ok(());
             }
             output::new_key("Created key", &created);
@@ -192,7 +194,7 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
             };
             let listed = client.call(Method::GET, &path, None).await?;
             if global.json {
-                println!("{listed}");
+                println!("{}", output::json(&listed));
                 return Ok(());
             }
             output::key_table(listed["keys"].as_array().map(Vec::as_slice).unwrap_or(&[]));
@@ -203,7 +205,7 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
                 .call(Method::GET, &format!("/v1/keys/{}", encode(&id)), None)
                 .await?;
             if global.json {
-                println!("{shown}");
+                println!("{}", output::json(&shown));
                 return Ok(());
             }
             for field in [
@@ -226,12 +228,15 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
                 .call(Method::POST, &path, Some(json!({"grace_secs": grace_secs})))
                 .await?;
             if global.json {
-                println!("{rotated}");
+                println!("{}", output::json(&rotated));
                 return Ok(());
             }
             match rotated["old"]["expires_at"].as_str() {
                 Some(until) if rotated["old"]["revoked"] == Value::Bool(false) => {
-                    eprintln!("Rotated key {id}: it keeps working until {until}.")
+                    eprintln!(
+                        "Rotated key {id}: it keeps working until {}.",
+                        escape(until)
+                    )
                 }
                 _ => eprintln!("Rotated key {id}: it is revoked."),
             }
@@ -248,7 +253,7 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
                 .call(Method::GET, &format!("/v1/audit?{}", query.finish()), None)
                 .await?;
             if global.json {
-                println!("{page}");
+                println!("{}", output::json(&page));
                 return Ok(());
             }
             for event in page["events"].as_array().into_iter().flatten() {
@@ -271,7 +276,7 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
         Command::Health => {
             let ready = client.call(Method::GET, "/readyz", None).await?;
             if global.json {
-                println!("{ready}");
+                println!("{}", output::json(&ready));
             } else {
                 println!(
                     "{}: upstream {}",
@@ -286,7 +291,7 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
                 .call(Method::DELETE, &format!("/v1/keys/{}", encode(&id)), None)
                 .await?;
             if global.json {
-                println!("{}", json!({"revoked": id}));
+                println!("{}", output::json(&json!({"revoked": id})));
             } else {
                 println!("Revoked key {id}: it is refused from now on.");
             }
@@ -302,7 +307,7 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
                 .call(Method::PUT, &path, Some(json!({"blocked": blocked})))
                 .await?;
             if global.json {
-                println!("{reply}");
+                println!("{}", output::json(&reply));
             } else if blocked {
                 println!("Blocked user {user}: their keys now fail with UNAUTHORISED.");
             } else {

@@ -350,6 +350,25 @@ async fn bad_names_are_400_and_nothing_is_written() {
 }
 
 #[tokio::test]
+async fn names_with_bidi_controls_or_line_separators_are_400_and_nothing_is_written() {
+    let proxy = admin().await;
+    proxy.create_key("alice", "/api/").await;
+    // Every Bidi_Control character, the two Unicode line breaks, and a few
+    // C0/C1 controls: each can make a listing lie about what it shows.
+    for c in [
+        '\u{061c}', '\u{200e}', '\u{200f}', '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}',
+        '\u{202e}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}', '\u{2028}', '\u{2029}',
+        '\u{1b}', '\u{7f}', '\u{85}', '\u{9b}',
+    ] {
+        let body = json!({"user": "bob", "name": format!("invoice{c}fdp.exe")}).to_string();
+        assert_create_refused(&proxy, body.as_bytes(), "name").await;
+    }
+    // Other scripts and emoji are names like any other.
+    let resp = create(&proxy, &json!({"user": "bob", "name": "Zoë’s ключ 🔑"})).await;
+    assert_eq!(resp.status, 201, "{}", resp.text());
+}
+
+#[tokio::test]
 async fn json_with_bytes_after_the_value_is_400_and_nothing_is_written() {
     let proxy = admin().await;
     let key = proxy.create_key("alice", "/api/").await;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::body::{self, write_failed};
 use super::reply::Reply;
+use super::text;
 use crate::keys::{Entry, KeyId, KeyRecord, Keyring, NewKey, StoreError, UserId};
 use crate::scope::Scope;
 use crate::timestamp::Timestamp;
@@ -91,10 +92,21 @@ fn validate_new_key(
 ) -> Result<(NewKey, Vec<&'static str>), Reply> {
     let user = UserId::parse(&input.user).map_err(|e| Reply::error(400, e.to_string()))?;
     let name = input.name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+    if name.is_empty() || name.chars().count() > MAX_NAME {
         return Err(Reply::error(
             400,
-            format!("name must be 1 to {MAX_NAME} characters with no control characters"),
+            format!("name must be 1 to {MAX_NAME} characters"),
+        ));
+    }
+    // Names are shown in terminals: refuse what would be obeyed there
+    // rather than shown (`text` says which characters and why).
+    if let Some(c) = name.chars().find(|&c| text::is_display_control(c)) {
+        return Err(Reply::error(
+            400,
+            format!(
+                "name must not contain U+{:04X}: control, bidirectional-control and line-separator characters are refused",
+                u32::from(c)
+            ),
         ));
     }
     let scope = Scope::parse_new(input.path.as_deref().unwrap_or(DEFAULT_SCOPE))

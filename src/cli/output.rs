@@ -2,16 +2,49 @@
 //! per line), and a new key alone on stdout so that
 //! `KEY=$(keygate keys create ...)` captures exactly the key while the
 //! explanation goes to stderr.
+//!
+//! Everything printed from the API's answers passes through [`text`] or
+//! [`json`], which escape control, bidirectional-control and
+//! line-separator characters (`crate::admin::text` says why): the admin
+//! API refuses them in new names, but a store written before that rule may
+//! still hold some.
+
+use std::fmt::Write as _;
 
 use serde_json::Value;
 
-/// A JSON value as plain text (`-` for null).
+use crate::admin::text::{escape, is_display_control};
+
+/// A JSON value as plain text (`-` for null), display controls escaped.
 pub(super) fn text(value: &Value) -> String {
     match value {
-        Value::String(s) => s.clone(),
+        Value::String(s) => escape(s).into_owned(),
         Value::Null => "-".to_owned(),
-        other => other.to_string(),
+        other => escape(&other.to_string()).into_owned(),
     }
+}
+
+/// A JSON value as one line of JSON for `--json`, with display controls
+/// that serde_json leaves raw (DEL, C1, bidirectional controls, U+2028 and
+/// U+2029) written as `\uXXXX`. Outside strings JSON is plain ASCII, so
+/// each such character is inside a string, where the escape means the very
+/// same character: the output parses to the same value.
+pub(super) fn json(value: &Value) -> String {
+    let raw = value.to_string();
+    if !raw.chars().any(is_display_control) {
+        return raw;
+    }
+    let mut escaped = String::with_capacity(raw.len() + 16);
+    for c in raw.chars() {
+        if is_display_control(c) {
+            // Every display control is in the Basic Multilingual Plane, so
+            // one `\uXXXX` escape spells it. Writing to a String cannot fail.
+            let _ = write!(escaped, "\\u{:04x}", u32::from(c));
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
 }
 
 /// Describes a new key on stderr and prints the key itself, alone, on
