@@ -42,7 +42,6 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use tokio::net::TcpListener;
 
 pub use self::guard::Guard;
@@ -51,7 +50,7 @@ use crate::config::{AdminToken, Http2Limits};
 use crate::keys::Keyring;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
-use crate::server::{self, ConnSettings, ListenerOptions};
+use crate::server::{self, ConnSettings, ListenerOptions, RequestBody};
 
 /// Admin requests must send their head within this time.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -254,10 +253,25 @@ pub async fn serve(
     };
     server::serve(listener, options, shutdown, move |peer, _tls| {
         let admin = admin.clone();
-        let service = service_fn(move |request| {
+        let service = move |request: Request<RequestBody>| {
             let admin = admin.clone();
-            async move { admin.handle(request, peer).await }
-        });
+            async move {
+                let (parts, body) = request.into_parts();
+                match body {
+                    RequestBody::Http1(body) => {
+                        match admin.handle(Request::from_parts(parts, body), peer).await {
+                            Ok(response) => response,
+                            Err(never) => match never {},
+                        }
+                    }
+                    // The admin listener has no TLS, so no ALPN and no
+                    // HTTP/2; say so rather than assume it.
+                    RequestBody::Http2(_) => {
+                        Reply::error(505, "the admin API speaks HTTP/1.1 only").into_response()
+                    }
+                }
+            }
+        };
         let settings = ConnSettings {
             header_timeout: HEADER_TIMEOUT,
             max_header_bytes: 64 * 1024,

@@ -24,7 +24,6 @@ mod refusal;
 mod upgrade;
 mod upstream;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,8 +32,6 @@ use arc_swap::ArcSwap;
 use http::header::{CONNECTION, HOST, UPGRADE};
 use http::uri::Uri;
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use tokio::net::TcpListener;
 
@@ -50,7 +47,7 @@ use crate::auth::{self, AuthContext, Credentials, Identity, Throttle};
 use crate::config::ProxySettings;
 use crate::keys::Keyring;
 use crate::metrics::Metrics;
-use crate::server::{self, ConnSettings, ListenerOptions};
+use crate::server::{self, ConnSettings, ListenerOptions, RequestBody};
 use crate::target::Target;
 use crate::timestamp::Timestamp;
 use crate::tls::{Tls, TlsError};
@@ -128,11 +125,11 @@ impl Proxy {
     /// Handles one request from `peer` (whose `trusted` flag is set here,
     /// from the settings in force). Never fails: every problem becomes a
     /// response.
-    pub async fn handle(
+    pub(crate) async fn handle(
         &self,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         mut peer: Peer,
-    ) -> Result<Response<ResponseBody>, Infallible> {
+    ) -> Response<ResponseBody> {
         let live = self.live.load_full();
         let settings = &live.settings;
         peer.trusted = settings.is_trusted(peer.addr);
@@ -144,7 +141,7 @@ impl Proxy {
         let (admitted, identity) = match self.admit(request, settings, &peer, client, time, started)
         {
             Ok(admitted) => admitted,
-            Err(rejected) => return Ok(self.refuse(rejected, version)),
+            Err(rejected) => return self.refuse(rejected, version),
         };
         let Admitted {
             request,
@@ -174,7 +171,7 @@ impl Proxy {
                     info,
                     identity: identity.into_caller(),
                 };
-                return Ok(self.refuse(rejected, version));
+                return self.refuse(rejected, version);
             }
         };
         let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
@@ -188,7 +185,7 @@ impl Proxy {
                     info,
                     identity: identity.into_caller(),
                 };
-                return Ok(self.refuse(rejected, version));
+                return self.refuse(rejected, version);
             }
         };
         let (mut parts, body) = response.into_parts();
@@ -218,7 +215,7 @@ impl Proxy {
         ));
         let body = UpstreamBody::new(TimedBody::new(body, settings.body_timeout), lease);
         let body = ResponseBody::upstream(body, log);
-        Ok(Response::from_parts(parts, body))
+        Response::from_parts(parts, body)
     }
 
     /// Steps 2 to 4: everything up to the upstream call. Synchronous, so the
@@ -226,7 +223,7 @@ impl Proxy {
     #[allow(clippy::result_large_err)]
     fn admit(
         &self,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         settings: &ProxySettings,
         peer: &Peer,
         client: std::net::IpAddr,
@@ -295,7 +292,7 @@ impl Proxy {
 
         // A WebSocket-style upgrade (HTTP/1.1 only): keep the client's half
         // of the upgrade, and the two headers hop-by-hop removal would drop.
-        let upgrade_protocol = upgrade::requested(&request);
+        let upgrade_protocol = upgrade::requested(&request, &settings.upgrades);
         let mut request = request;
         let upgrade = upgrade_protocol
             .is_some()
@@ -381,7 +378,7 @@ impl Rejected {
 
 /// A request ready for the upstream, with what its log line needs.
 struct Admitted {
-    request: Request<TimedBody>,
+    request: Request<TimedBody<RequestBody>>,
     info: RequestInfo,
     /// The client's side of a requested protocol upgrade.
     upgrade: Option<OnUpgrade>,
@@ -442,11 +439,11 @@ pub async fn serve(
             false,
             if tls { "https" } else { "http" },
         );
-        let service = service_fn(move |request| {
+        let service = move |request| {
             let proxy = proxy.clone();
             let peer = peer.clone();
             async move { proxy.handle(request, peer).await }
-        });
+        };
         (settings, service)
     })
     .await;

@@ -12,32 +12,39 @@
 //! waits until every clone is gone. That works for every connection type
 //! (upgradeable HTTP/1 included), and it is all the machinery there is.
 //!
-//! hyper's HTTP/1 and HTTP/2 connections are used directly rather than
-//! hyper-util's auto-detecting one: the auto builder first waits for 24
-//! bytes to tell HTTP/1 from an HTTP/2 preface, with no timer, so a client
-//! that connects and sends nothing would never meet the header timeout.
-//! Over TLS, ALPN already says which protocol the client speaks; plain
-//! connections are HTTP/1.1 only.
+//! HTTP/1.1 is hyper's connection; HTTP/2 is the h2 crate driven by
+//! [`http2`], which owns the rules hyper's HTTP/2 server cannot express
+//! (upstream work bounded by the stream limit, a reset-rate rule with
+//! GOAWAY `ENHANCE_YOUR_CALM`, an idle deadline). Both hand the same
+//! service a `Request<RequestBody>`. There is no protocol sniffing: over
+//! TLS, ALPN says which protocol the client speaks; plain connections are
+//! HTTP/1.1 only (hyper-util's auto-detecting builder would first wait, with
+//! no timer, for 24 bytes to tell the two apart).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{Request, Response};
 use hyper::body::{Body, Incoming};
-use hyper::server::conn::{http1, http2};
-use hyper::service::HttpService;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use prometheus_client::metrics::gauge::Gauge;
 
+pub(crate) use self::body::{Http2Body, RequestBody, RequestBodyError};
 use self::write_timeout::WriteTimeout;
 use crate::config::Http2Limits;
 use crate::tls::Tls;
 
+mod body;
+mod http2;
 mod write_timeout;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -78,20 +85,19 @@ pub(crate) struct ListenerOptions {
 }
 
 /// Serves `listener` until `shutdown` resolves, then drains. `connection`
-/// builds the settings and service for each accepted peer; its `bool` says
-/// whether the connection is TLS.
-pub(crate) async fn serve<S, B>(
+/// builds the settings and the service for each accepted peer (its `bool`
+/// says whether the connection is TLS); the service is called once per
+/// request, and its future is the whole of that request's handling.
+pub(crate) async fn serve<S, F, B>(
     listener: TcpListener,
     options: ListenerOptions,
     shutdown: impl Future<Output = ()>,
     mut connection: impl FnMut(SocketAddr, bool) -> (ConnSettings, S),
 ) where
-    S: HttpService<Incoming, ResBody = B> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: Fn(Request<RequestBody>) -> F + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError> + Send,
 {
     let name = options.name;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -154,7 +160,9 @@ pub(crate) async fn serve<S, B>(
                     match stream {
                         None => Ok(()),
                         Some(stream) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                            serve_http2(stream, service, &settings, &mut stop).await
+                            http2::serve(stream, service, &settings, &mut stop)
+                                .await
+                                .map_err(BoxError::from)
                         }
                         Some(stream) => serve_http1(stream, service, &settings, &mut stop).await,
                     }
@@ -192,21 +200,23 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-async fn serve_http1<I, S, B>(
+async fn serve_http1<I, S, F, B>(
     io: I,
     service: S,
     settings: &ConnSettings,
     stop: &mut watch::Receiver<bool>,
-) -> Result<(), hyper::Error>
+) -> Result<(), BoxError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = B> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: Fn(Request<RequestBody>) -> F + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError> + Send,
 {
+    let service = service_fn(move |request: Request<Incoming>| {
+        let handling = service(request.map(RequestBody::Http1));
+        async move { Ok::<_, std::convert::Infallible>(handling.await) }
+    });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout)
@@ -215,52 +225,13 @@ where
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
-    tokio::select! {
+    let result = tokio::select! {
         result = conn.as_mut() => result,
         () = stopped(stop) => {
             // Finish the request in progress (if any), then close.
             conn.as_mut().graceful_shutdown();
             conn.await
         }
-    }
-}
-
-async fn serve_http2<I, S, B>(
-    io: I,
-    service: S,
-    settings: &ConnSettings,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<(), hyper::Error>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = B> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let limits = settings.http2;
-    let header_list = u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX);
-    let conn = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .max_header_list_size(header_list)
-        .keep_alive_interval(limits.keep_alive)
-        .keep_alive_timeout(limits.keep_alive)
-        // Rapid-reset (CVE-2023-44487) and error floods: a peer that makes
-        // us reset many streams, or resets many itself before we accept
-        // them, is disconnected rather than served.
-        .max_pending_accept_reset_streams(Some(20))
-        .max_local_error_reset_streams(Some(256))
-        .serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => result,
-        () = stopped(stop) => {
-            // Sends GOAWAY, lets open streams finish, then closes.
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    }
+    };
+    result.map_err(BoxError::from)
 }

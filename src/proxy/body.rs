@@ -1,8 +1,9 @@
 //! Body types for both directions of the proxy.
 //!
-//! - [`TimedBody`] wraps hyper's `Incoming` (a client's upload or the
-//!   upstream's response) and fails it when no frame arrives within the
-//!   body timeout, so a stalled peer cannot hold a connection forever.
+//! - [`TimedBody`] wraps a body from a peer (a client's upload, over
+//!   either protocol, or the upstream's response) and fails it when no
+//!   frame arrives within the body timeout, so a stalled peer cannot hold a
+//!   connection forever.
 //! - [`UpstreamBody`] is the upstream's response body with the lease on
 //!   its pooled connection, handed back once the body has been read to its
 //!   end (and only then: a connection left mid-message cannot be reused).
@@ -27,29 +28,43 @@ use pin_project_lite::pin_project;
 
 use super::log::PendingLog;
 use super::pool::Lease;
+use crate::server::RequestBodyError;
 use crate::stall::Stall;
 
 /// A body that failed part-way.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
-    /// The peer's connection failed.
+    /// The peer's HTTP/1.1 connection failed.
     #[error("body stream failed: {0}")]
     Stream(#[from] hyper::Error),
+    /// The client's HTTP/2 stream was reset, or its connection failed.
+    #[error("HTTP/2 body stream failed: {0}")]
+    Http2(#[from] h2::Error),
     /// No data within the body timeout.
     #[error("no body data for {0:?}")]
     Timeout(Duration),
 }
 
-/// `Incoming` with an idle timeout between frames (see [`Stall`]).
+impl From<RequestBodyError> for BodyError {
+    fn from(error: RequestBodyError) -> Self {
+        match error {
+            RequestBodyError::Http1(error) => BodyError::Stream(error),
+            RequestBodyError::Http2(error) => BodyError::Http2(error),
+        }
+    }
+}
+
+/// A peer's body with an idle timeout between frames (see [`Stall`]):
+/// the upstream's `Incoming`, or a client's [`RequestBody`](crate::server::RequestBody).
 #[derive(Debug)]
-pub struct TimedBody {
-    inner: Incoming,
+pub struct TimedBody<B = Incoming> {
+    inner: B,
     stall: Stall,
 }
 
-impl TimedBody {
+impl<B> TimedBody<B> {
     /// Wraps `inner`.
-    pub fn new(inner: Incoming, timeout: Duration) -> Self {
+    pub fn new(inner: B, timeout: Duration) -> Self {
         TimedBody {
             inner,
             stall: Stall::new(timeout),
@@ -57,7 +72,11 @@ impl TimedBody {
     }
 }
 
-impl Body for TimedBody {
+impl<B> Body for TimedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BodyError>,
+{
     type Data = Bytes;
     type Error = BodyError;
 
@@ -69,7 +88,7 @@ impl Body for TimedBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.stall.progressed();
-                Poll::Ready(frame.map(|f| f.map_err(BodyError::Stream)))
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending if this.stall.pending(cx) => {
                 Poll::Ready(Some(Err(BodyError::Timeout(this.stall.timeout()))))

@@ -40,6 +40,7 @@ use tokio_rustls::TlsConnector;
 
 use super::body::TimedBody;
 use crate::config::UpstreamOrigin;
+use crate::server::RequestBody;
 
 /// How long an idle connection is kept.
 pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -54,7 +55,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// A handle to send one request on one upstream connection.
-pub(super) type Sender = SendRequest<TimedBody>;
+pub(super) type Sender = SendRequest<TimedBody<RequestBody>>;
 
 /// Why a new connection could not be made.
 #[derive(Debug, thiserror::Error)]

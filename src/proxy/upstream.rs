@@ -20,6 +20,7 @@ use super::body::{BodyError, TimedBody};
 use super::pool::{ConnectError, Lease, Pool};
 use super::refusal::{BadRequest, Refusal, UpstreamCause};
 use crate::config::UpstreamOrigin;
+use crate::server::RequestBody;
 use crate::tls::{self, TlsError};
 
 /// The upstream client for one configuration.
@@ -56,7 +57,7 @@ impl Upstream {
     /// ends.
     pub(crate) async fn send(
         &self,
-        request: Request<TimedBody>,
+        request: Request<TimedBody<RequestBody>>,
         timeout: Duration,
         now: Instant,
     ) -> Result<(Response<Incoming>, Lease), Refusal> {
@@ -82,7 +83,7 @@ impl Upstream {
 
     async fn round_trip(
         &self,
-        mut request: Request<TimedBody>,
+        mut request: Request<TimedBody<RequestBody>>,
         now: Instant,
     ) -> Result<(Response<Incoming>, Lease), Failure> {
         loop {
@@ -112,7 +113,7 @@ fn client_body_error(error: &hyper::Error) -> Option<BadRequest> {
     while let Some(err) = source {
         match err.downcast_ref::<BodyError>() {
             Some(BodyError::Timeout(_)) => return Some(BadRequest::BodyTimeout),
-            Some(BodyError::Stream(_)) => return Some(BadRequest::Body),
+            Some(BodyError::Stream(_) | BodyError::Http2(_)) => return Some(BadRequest::Body),
             None => source = err.source(),
         }
     }
