@@ -641,6 +641,22 @@ async fn a_foreign_host_is_refused_while_localhost_with_the_port_is_accepted() {
 }
 
 #[tokio::test]
+async fn a_host_naming_the_other_address_family_is_refused() {
+    // The listener is on 127.0.0.1: `[::1]` is loopback too, but not this
+    // listener's address, so a Host naming it was never meant for us.
+    let proxy = admin().await;
+    let port = proxy.admin_addr.port();
+    for host in [
+        format!("[::1]:{port}"),
+        format!("[::ffff:127.0.0.1]:{port}"),
+    ] {
+        let resp = proxy.admin_send(Req::get("/v1/keys").host(&host)).await;
+        assert_eq!(resp.status, 403, "Host: {host}");
+        assert!(resp.json()["error"].is_string(), "Host: {host}");
+    }
+}
+
+#[tokio::test]
 async fn with_a_token_every_request_needs_the_bearer() {
     let token = "s3cret-admin-token-0123456789";
     let proxy = TestProxy::builder().admin_token(token).start().await;

@@ -7,7 +7,10 @@
 //!   cross-origin requests, and the CLI and curl never do;
 //! - the `Host` must be the listener's own address (or `localhost:PORT`),
 //!   which defeats DNS rebinding (a page on `evil.example` re-pointed at
-//!   127.0.0.1 still sends `Host: evil.example`).
+//!   127.0.0.1 still sends `Host: evil.example`). Its own address only: a
+//!   listener on 127.0.0.1 is not reached at `[::1]`, nor one on `[::1]`
+//!   at 127.0.0.1, so a `Host` naming the other loopback was not written
+//!   for this listener.
 //!
 //! With `admin.token` set, every request also needs `Authorization: Bearer
 //! <token>`, compared in constant time. A listener on a non-loopback
@@ -36,16 +39,10 @@ impl Guard {
     /// A guard for a listener bound to `local`.
     pub fn new(local: SocketAddr, token: Option<AdminToken>) -> Self {
         let port = local.port();
-        let hosts = (local.ip().is_loopback() || token.is_none()).then(|| {
-            let mut hosts = vec![
-                local.to_string(),
-                format!("localhost:{port}"),
-                format!("127.0.0.1:{port}"),
-                format!("[::1]:{port}"),
-            ];
-            hosts.dedup();
-            hosts
-        });
+        // The address as a client that dialled it writes it (`127.0.0.1:8081`,
+        // `[::1]:8081`), then `localhost`, which names either family.
+        let hosts = (local.ip().is_loopback() || token.is_none())
+            .then(|| vec![local.to_string(), format!("localhost:{port}")]);
         Guard { hosts, token }
     }
 
@@ -128,6 +125,40 @@ mod tests {
         assert!(guard
             .check(&request("localhost:8081", Some("wrong-token-0000")))
             .is_err());
+    }
+
+    #[test]
+    fn the_host_names_this_listener_and_not_the_other_loopback() {
+        let v4 = Guard::new("127.0.0.1:8081".parse().unwrap(), None);
+        let v6 = Guard::new("[::1]:8081".parse().unwrap(), None);
+        for (guard, own, other) in [
+            (&v4, "127.0.0.1:8081", "[::1]:8081"),
+            (&v6, "[::1]:8081", "127.0.0.1:8081"),
+        ] {
+            assert!(guard.check(&request(own, None)).is_ok(), "{own}");
+            assert!(
+                guard.check(&request("localhost:8081", None)).is_ok(),
+                "{own}"
+            );
+            assert!(
+                guard.check(&request("LOCALHOST:8081", None)).is_ok(),
+                "{own}"
+            );
+            assert!(
+                guard.check(&request(other, None)).is_err(),
+                "{own}: {other}"
+            );
+            assert!(
+                guard
+                    .check(&request("[::ffff:127.0.0.1]:8081", None))
+                    .is_err(),
+                "{own}"
+            );
+            assert!(
+                guard.check(&request("localhost:8082", None)).is_err(),
+                "{own}"
+            );
+        }
     }
 
     #[test]
