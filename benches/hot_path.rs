@@ -27,7 +27,7 @@
 //!   excluded from the timing (`iter_batched`); `headers/clone only` shows
 //!   what it would have added.
 //! - `snapshot/*`: the in-memory part of an admin write at 1,000,000 keys.
-//!   `Snapshot::with_entry` / `without_key` are `pub(crate)`, so these
+//!   `Snapshot::apply` is `pub(crate)`, so these
 //!   bench a model of the same operation on the same shape (`SHARDS` shared
 //!   hash sets of `Arc<Entry>`; a write copies the table of shard pointers
 //!   and the one shard it changes, as `Keyring` does per write) plus the

@@ -57,7 +57,7 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use keygate::keys::{
-    Action, ApiKey, AuditEvent, KeyId, KeyRecord, Keyring, NewKey, Store, UserId, Verified,
+    Action, ApiKey, AuditEvent, Change, KeyId, KeyRecord, Keyring, NewKey, Store, UserId, Verified,
 };
 use keygate::scope::Scope;
 use keygate::timestamp::Timestamp;
@@ -363,8 +363,8 @@ fn write_latencies(keyring: &Keyring, writes: usize) -> Latencies {
     Latencies { create, revoke }
 }
 
-/// `Store::insert_key` then `remove_key` of the same record: the redb commit
-/// without the snapshot, on the store at `path`.
+/// `Store::apply` of a creation, then of the same key's removal: the redb
+/// commit without the snapshot, on the store at `path`.
 fn store_latencies(path: &Path, writes: usize) -> Latencies {
     let store = Store::open(path).expect("open");
     let mut create = Vec::with_capacity(writes);
@@ -373,13 +373,19 @@ fn store_latencies(path: &Path, writes: usize) -> Latencies {
         let record = record_for(&ApiKey::generate().expect("randomness"), i);
         let started = Instant::now();
         store
-            .insert_key(&record, &event(Action::KeyCreated, &record))
+            .apply(
+                &[Change::Upsert(record.clone())],
+                &[event(Action::KeyCreated, &record)],
+            )
             .expect("insert");
         create.push(started.elapsed());
         let started = Instant::now();
-        assert!(store
-            .remove_key(record.id, &event(Action::KeyRevoked, &record))
-            .expect("remove"));
+        store
+            .apply(
+                &[Change::Remove(record.id)],
+                &[event(Action::KeyRevoked, &record)],
+            )
+            .expect("remove");
         revoke.push(started.elapsed());
     }
     create.sort();
@@ -494,12 +500,13 @@ fn seed_through_api(path: &Path, n: usize) -> ApiKey {
         } else {
             record_for(&ApiKey::generate().expect("randomness"), i)
         };
+        let created = event(Action::KeyCreated, &record);
         store
-            .insert_key(&record, &event(Action::KeyCreated, &record))
+            .apply(&[Change::Upsert(record)], &[created])
             .expect("insert");
         if (i + 1) % 100_000 == 0 {
             eprintln!(
-                "seeded {} keys through Store::insert_key in {:.0} s",
+                "seeded {} keys through Store::apply in {:.0} s",
                 i + 1,
                 started.elapsed().as_secs_f64()
             );

@@ -14,12 +14,15 @@
 //!   blocked users, holding per key only what the request path reads
 //!   ([`Entry`]). The request path reads it without locks or I/O.
 //! - `intern`: one shared copy of each user and scope for all their keys.
-//! - [`Keyring`]: commits each change durably, then publishes a new snapshot
-//!   with a single atomic swap; also rotation and last-use flushing.
+//! - [`Change`]: one change to keys or users, made here or arriving from
+//!   elsewhere; stores and snapshots apply lists of them.
+//! - [`Keyring`]: commits each list of changes durably, then publishes a new
+//!   snapshot with a single atomic swap; also rotation and last-use flushing.
 //! - [`AuditEvent`]: the trail of every change, written in the change's own
 //!   transaction.
 
 mod audit;
+mod change;
 mod entry;
 mod intern;
 mod key;
@@ -30,6 +33,7 @@ mod store;
 mod user;
 
 pub use audit::{Action, AuditEvent};
+pub use change::Change;
 pub use entry::Entry;
 pub use key::{ApiKey, KeyId, PresentedKey, SecretHash, ID_LEN, KEY_LEN};
 pub use keyring::{CreateError, Keyring, NewKey, Rotated};

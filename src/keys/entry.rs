@@ -24,7 +24,7 @@ use std::sync::Arc;
 use http::HeaderValue;
 
 use super::intern::{Interner, User};
-use super::record::{DecodeError, StoredV1};
+use super::record::{DecodeError, KeyRow};
 use super::{KeyId, KeyRecord, SecretHash};
 use crate::scope::Scope;
 use crate::timestamp::Timestamp;
@@ -97,27 +97,25 @@ impl Entry {
         )
     }
 
-    /// An entry straight from a stored record, validating its user and scope
+    /// An entry straight from a store's row, validating its user and scope
     /// (once per distinct value) through `interner`.
-    pub(crate) fn decoded(
-        id: KeyId,
-        stored: &StoredV1<'_>,
-        last_used: Option<i64>,
+    pub(crate) fn from_row(
+        row: &KeyRow<'_>,
         interner: &mut Interner,
     ) -> Result<Arc<Self>, DecodeError> {
         let user = interner
-            .user(stored.user)
+            .user(row.user)
             .map_err(|_| DecodeError::Invalid("user"))?;
         let scope = interner
-            .scope(stored.scope)
+            .scope(row.scope)
             .map_err(|_| DecodeError::Invalid("scope"))?;
         Ok(Self::build(
-            id,
-            SecretHash::from_bytes(stored.hash),
+            row.id,
+            SecretHash::from_bytes(row.hash),
             user,
             scope,
-            stored.expires_at.map(Timestamp::from_unix),
-            last_used.or(stored.last_used_at).map(Timestamp::from_unix),
+            row.expires_at.map(Timestamp::from_unix),
+            row.last_used_at.map(Timestamp::from_unix),
         ))
     }
 

@@ -1,13 +1,20 @@
 //! The keyring: the one writer of the store and publisher of snapshots.
 //!
-//! Every change follows the same three steps, under one mutex so that
-//! snapshots are published in commit order:
+//! Every change is a list of [`Change`]s, and follows the same three steps
+//! ([`Keyring::apply`]), under one mutex so that snapshots are published in
+//! commit order:
 //!
-//! 1. commit the change, with its audit event, to redb (durable when
-//!    `commit` returns);
-//! 2. build the next [`Snapshot`] beside the current one (copying one shard
-//!    and the table of shard pointers, never every key);
+//! 1. commit the changes, with their audit events, to redb in one
+//!    transaction (durable when `commit` returns);
+//! 2. build the next [`Snapshot`] beside the current one with
+//!    [`Snapshot::apply`] (copying the shards it touches and the table of
+//!    shard pointers, never every key);
 //! 3. swap it in with one atomic store.
+//!
+//! Admin writes, imports and changes synced from elsewhere all take this
+//! path, so there is one way to publish a snapshot. Whether a key exists is
+//! asked of the store, not the snapshot: once changes can arrive from
+//! elsewhere, the snapshot is what requests read, not the authority.
 //!
 //! Only then does the caller answer the admin client, so a 201 or 204 means
 //! "durable and in effect": a proxied request that starts afterwards loads
@@ -33,7 +40,7 @@ use super::audit::{Action, AuditEvent};
 use super::intern::Interner;
 use super::snapshot::Builder;
 use super::store::AuditFrom;
-use super::{ApiKey, Entry, KeyId, KeyRecord, Snapshot, Store, StoreError, UserId};
+use super::{ApiKey, Change, Entry, KeyId, KeyRecord, Snapshot, Store, StoreError, UserId};
 use crate::scope::Scope;
 use crate::timestamp::{Clock, Timestamp};
 
@@ -100,8 +107,8 @@ impl Keyring {
         let store = Store::open(path)?;
         let mut interner = Interner::default();
         let mut builder = Builder::with_capacity(usize::try_from(store.key_count()?).unwrap_or(0));
-        store.scan_keys(|id, stored, last_used| {
-            builder.insert(Entry::decoded(id, stored, last_used, &mut interner)?);
+        store.scan_keys(|row| {
+            builder.insert(Entry::from_row(row, &mut interner)?);
             Ok(())
         })?;
         let snapshot = builder.finish(store.blocked_users()?);
@@ -165,12 +172,43 @@ impl Keyring {
         self.store.keys(user.map(UserId::as_str))
     }
 
-    fn fresh_key(current: &Snapshot) -> Result<ApiKey, CreateError> {
-        // A 96-bit id collision is practically impossible, but cheap to rule
-        // out: the snapshot under the writer lock is the store's state.
+    /// Applies `changes` durably, with `events` in the audit trail, then
+    /// publishes the snapshot with them: the one way keys change, whether
+    /// the change was made here (an admin write), imported in a batch, or
+    /// synced from elsewhere. In effect for every request that starts after
+    /// this returns.
+    pub fn apply(&self, changes: &[Change], events: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut writer = self.writer();
+        self.publish(&mut writer, changes, events)
+    }
+
+    /// [`Keyring::apply`] under a writer lock already held.
+    fn publish(
+        &self,
+        writer: &mut Writer,
+        changes: &[Change],
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        if changes.is_empty() && events.is_empty() {
+            return Ok(());
+        }
+        self.store.apply(changes, events)?;
+        let current = self.current.load_full();
+        self.current
+            .store(Arc::new(current.apply(changes, &mut writer.interner)));
+        if changes.iter().any(|c| matches!(c, Change::Remove(_))) {
+            writer.removed = true;
+        }
+        Ok(())
+    }
+
+    /// A new key whose id the store does not hold. A 96-bit id collision
+    /// is practically impossible, but cheap to rule out; the store, not the
+    /// snapshot, is asked, since changes may arrive from elsewhere.
+    fn fresh_key(&self) -> Result<ApiKey, CreateError> {
         loop {
             let key = ApiKey::generate().map_err(CreateError::Random)?;
-            if current.entry(&key.id()).is_none() {
+            if self.store.key(key.id())?.is_none() {
                 return Ok(key);
             }
         }
@@ -184,8 +222,7 @@ impl Keyring {
         client: Option<&str>,
     ) -> Result<(ApiKey, KeyRecord), CreateError> {
         let mut writer = self.writer();
-        let current = self.current.load_full();
-        let key = Self::fresh_key(&current)?;
+        let key = self.fresh_key()?;
         let now = self.clock.now();
         let record = KeyRecord {
             id: key.id(),
@@ -197,12 +234,8 @@ impl Keyring {
             expires_at: new.expires_at,
             last_used_at: None,
         };
-        self.store.insert_key(
-            &record,
-            &AuditEvent::for_key(Action::KeyCreated, &record, now, client),
-        )?;
-        let entry = Entry::interned(&record, &mut writer.interner);
-        self.current.store(Arc::new(current.with_entry(entry)));
+        let event = AuditEvent::for_key(Action::KeyCreated, &record, now, client);
+        self.publish(&mut writer, &[Change::Upsert(record.clone())], &[event])?;
         Ok((key, record))
     }
 
@@ -210,19 +243,11 @@ impl Keyring {
     /// returns. `None` if no such key.
     pub fn revoke(&self, id: KeyId, client: Option<&str>) -> Result<Option<KeyRecord>, StoreError> {
         let mut writer = self.writer();
-        let current = self.current.load_full();
-        // Under the writer lock the snapshot is the store's state: the
-        // store is read only for what the snapshot does not keep.
-        if current.entry(&id).is_none() {
-            return Ok(None);
-        }
         let Some(record) = self.store.key(id)? else {
             return Ok(None);
         };
         let event = AuditEvent::for_key(Action::KeyRevoked, &record, self.clock.now(), client);
-        self.store.remove_key(id, &event)?;
-        self.current.store(Arc::new(current.without_key(&id)));
-        writer.removed = true;
+        self.publish(&mut writer, &[Change::Remove(id)], &[event])?;
         Ok(Some(record))
     }
 
@@ -236,14 +261,10 @@ impl Keyring {
         client: Option<&str>,
     ) -> Result<Option<Rotated>, CreateError> {
         let mut writer = self.writer();
-        let current = self.current.load_full();
-        if current.entry(&id).is_none() {
-            return Ok(None);
-        }
         let Some(old) = self.store.key(id)? else {
             return Ok(None);
         };
-        let key = Self::fresh_key(&current)?;
+        let key = self.fresh_key()?;
         let now = self.clock.now();
         let record = KeyRecord {
             id: key.id(),
@@ -268,22 +289,16 @@ impl Keyring {
             .as_ref()
             .and_then(|k| k.expires_at)
             .map(Timestamp::unix);
-        self.store.rotate_key(
-            kept.as_ref().unwrap_or(&old),
-            kept.is_some(),
-            &record,
-            &event,
-        )?;
-        let next = match &kept {
-            // The kept key's last-use times carry over (`with_entry`).
-            Some(kept) => current.with_entry(Entry::interned(kept, &mut writer.interner)),
-            None => {
-                writer.removed = true;
-                current.without_key(&id)
-            }
+        // The kept key's live last-use times carry over (`Snapshot::apply`).
+        let old_change = match &kept {
+            Some(kept) => Change::Upsert(kept.clone()),
+            None => Change::Remove(id),
         };
-        let entry = Entry::interned(&record, &mut writer.interner);
-        self.current.store(Arc::new(next.with_entry(entry)));
+        self.publish(
+            &mut writer,
+            &[old_change, Change::Upsert(record.clone())],
+            &[event],
+        )?;
         Ok(Some(Rotated {
             key,
             record,
@@ -298,13 +313,13 @@ impl Keyring {
         blocked: bool,
         client: Option<&str>,
     ) -> Result<(), StoreError> {
-        let _writer = self.writer();
-        let current = self.current.load_full();
+        let mut writer = self.writer();
         let event = AuditEvent::for_user(blocked, user.as_str(), self.clock.now(), client);
-        self.store.set_blocked(user, blocked, &event)?;
-        self.current
-            .store(Arc::new(current.with_blocked(user, blocked)));
-        Ok(())
+        let change = Change::Block {
+            user: user.clone(),
+            blocked,
+        };
+        self.publish(&mut writer, &[change], &[event])
     }
 
     /// Writes every last-use time recorded since the previous flush, in one

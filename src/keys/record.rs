@@ -62,6 +62,21 @@ pub enum DecodeError {
     Invalid(&'static str),
 }
 
+/// One key as a store hands it to the loader: what the snapshot needs,
+/// borrowing its strings from wherever the backend read them, and not yet
+/// validated (the loader validates each distinct user and scope once).
+/// It is the storage seam's row: redb's encoding ([`StoredV1`]) ends where
+/// a `KeyRow` begins, and a second backend only has to produce these.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyRow<'a> {
+    pub(crate) id: KeyId,
+    pub(crate) hash: [u8; 32],
+    pub(crate) user: &'a str,
+    pub(crate) scope: &'a str,
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) last_used_at: Option<i64>,
+}
+
 /// A record as encoded, borrowing its strings from the stored bytes. Not
 /// validated: [`KeyRecord::decode`] and the snapshot's interner validate
 /// the user and scope.

@@ -13,11 +13,12 @@
 //! The entries themselves, and why they are small, are in `entry.rs`.
 
 use std::borrow::Borrow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use super::change::Change;
 use super::entry::Entry;
 use super::intern::Interner;
 use super::{KeyId, KeyRecord, PresentedKey, SecretHash, UserId};
@@ -236,67 +237,91 @@ impl Snapshot {
         self.blocked.len()
     }
 
-    /// This snapshot with shard `index` replaced.
+    /// This snapshot with `changes` applied in order: the one way a
+    /// snapshot changes, for local commits and synced changes alike.
+    ///
+    /// Each shard that a change touches is copied once, however many
+    /// changes touch it, and the table of shard pointers once; every other
+    /// shard is shared. So a single admin write copies about a thousand
+    /// pointers at a million keys, and a batch (an import, a sync) costs
+    /// in proportion to the shards it touches, never a rebuild. A replaced
+    /// key's live last-use times carry over to its new entry.
     // `Slot` hashes and compares only the entry's id, which never changes;
     // the interior mutability is the last-use atomics.
     #[allow(clippy::mutable_key_type)]
-    fn with_shard(&self, index: usize, shard: Shard, len: usize) -> Self {
-        let mut shards: Vec<Arc<Shard>> = self.shards.to_vec();
-        if let Some(slot) = shards.get_mut(index) {
-            *slot = Arc::new(shard);
+    pub(crate) fn apply(&self, changes: &[Change], interner: &mut Interner) -> Self {
+        let mut touched: HashMap<usize, Shard> = HashMap::new();
+        let mut len = self.len;
+        let mut blocked = self.blocked.clone();
+        for change in changes {
+            match change {
+                Change::Upsert(record) => {
+                    let entry = Entry::interned(record, interner);
+                    let index = shard_of(&entry.id);
+                    let shard = touched
+                        .entry(index)
+                        .or_insert_with(|| self.shard_copy(index));
+                    if let Some(old) = shard.get(&entry.id) {
+                        entry.carry_uses(&old.0);
+                    }
+                    if shard.replace(Slot(entry)).is_none() {
+                        len += 1;
+                    }
+                }
+                Change::Remove(id) => {
+                    let index = shard_of(id);
+                    let present = match touched.get(&index) {
+                        Some(shard) => shard.contains(id),
+                        None => self.shards.get(index).is_some_and(|s| s.contains(id)),
+                    };
+                    if present {
+                        let shard = touched
+                            .entry(index)
+                            .or_insert_with(|| self.shard_copy(index));
+                        shard.remove(id);
+                        len = len.saturating_sub(1);
+                    }
+                }
+                Change::Block {
+                    user,
+                    blocked: true,
+                } => {
+                    blocked.insert(user.clone());
+                }
+                Change::Block {
+                    user,
+                    blocked: false,
+                } => {
+                    blocked.remove(user);
+                }
+            }
         }
+        let shards = if touched.is_empty() {
+            self.shards.clone()
+        } else {
+            let mut shards: Vec<Arc<Shard>> = self.shards.to_vec();
+            for (index, shard) in touched {
+                if let Some(slot) = shards.get_mut(index) {
+                    *slot = Arc::new(shard);
+                }
+            }
+            shards.into()
+        };
         Snapshot {
-            shards: shards.into(),
+            shards,
             len,
-            blocked: self.blocked.clone(),
+            blocked,
         }
     }
 
-    /// This snapshot with one key added or replaced. A replaced key's
-    /// last-use times carry over to the new entry.
-    // `Slot` hashes and compares only the entry's id, which never changes;
-    // the interior mutability is the last-use atomics.
+    /// A copy of shard `index`, to change.
+    // See `apply`.
     #[allow(clippy::mutable_key_type)]
-    pub(crate) fn with_entry(&self, entry: Arc<Entry>) -> Self {
-        let index = shard_of(&entry.id);
-        let mut shard = self
-            .shards
+    fn shard_copy(&self, index: usize) -> Shard {
+        self.shards
             .get(index)
             .map(|shard| Shard::clone(shard))
-            .unwrap_or_default();
-        if let Some(old) = shard.get(&entry.id) {
-            entry.carry_uses(&old.0);
-        }
-        let len = match shard.replace(Slot(entry)) {
-            Some(_) => self.len,
-            None => self.len + 1,
-        };
-        self.with_shard(index, shard, len)
-    }
-
-    /// This snapshot with one key removed.
-    // `Slot` hashes and compares only the entry's id, which never changes;
-    // the interior mutability is the last-use atomics.
-    #[allow(clippy::mutable_key_type)]
-    pub(crate) fn without_key(&self, id: &KeyId) -> Self {
-        let index = shard_of(id);
-        let Some(current) = self.shards.get(index).filter(|s| s.contains(id)) else {
-            return self.clone();
-        };
-        let mut shard = Shard::clone(current);
-        shard.remove(id);
-        self.with_shard(index, shard, self.len.saturating_sub(1))
-    }
-
-    /// This snapshot with a user's blocked flag set.
-    pub(crate) fn with_blocked(&self, user: &UserId, blocked: bool) -> Self {
-        let mut next = self.clone();
-        if blocked {
-            next.blocked.insert(user.clone());
-        } else {
-            next.blocked.remove(user);
-        }
-        next
+            .unwrap_or_default()
     }
 }
 
@@ -346,10 +371,14 @@ mod tests {
         // Replace key 0, remove key 1, add one: the others are untouched.
         let extra = ApiKey::generate().unwrap();
         let mut interner = Interner::default();
-        let next = snapshot
-            .with_entry(Entry::interned(&record(&keys[0], "bob"), &mut interner))
-            .without_key(&keys[1].id())
-            .with_entry(Entry::interned(&record(&extra, "carol"), &mut interner));
+        let next = snapshot.apply(
+            &[
+                Change::Upsert(record(&keys[0], "bob")),
+                Change::Remove(keys[1].id()),
+                Change::Upsert(record(&extra, "carol")),
+            ],
+            &mut interner,
+        );
         assert_eq!(next.key_count(), 3000);
         assert_eq!(snapshot.key_count(), 3000);
         assert!(next.entry(&keys[1].id()).is_none());
@@ -364,7 +393,31 @@ mod tests {
             next.entry(&same).unwrap()
         ));
         assert_eq!(next.entries().count(), 3000);
-        assert_eq!(next.without_key(&keys[1].id()).key_count(), 3000);
+        // Removing what is not there changes nothing.
+        let again = next.apply(&[Change::Remove(keys[1].id())], &mut interner);
+        assert_eq!(again.key_count(), 3000);
+        // Blocking shares every shard.
+        let alice = UserId::parse("alice").unwrap();
+        let blocking = next.apply(
+            &[Change::Block {
+                user: alice.clone(),
+                blocked: true,
+            }],
+            &mut interner,
+        );
+        assert!(blocking.is_blocked("alice") && !next.is_blocked("alice"));
+        assert!(std::ptr::eq(
+            blocking.entry(&same).unwrap(),
+            next.entry(&same).unwrap()
+        ));
+        let unblocked = blocking.apply(
+            &[Change::Block {
+                user: alice,
+                blocked: false,
+            }],
+            &mut interner,
+        );
+        assert!(!unblocked.is_blocked("alice"));
     }
 
     #[test]

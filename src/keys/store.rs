@@ -11,8 +11,8 @@
 //! | `last_used` | key id         | Unix seconds of the latest use        |
 //! | `audit`     | sequence `u64` | JSON [`AuditEvent`]                   |
 //!
-//! Every change is one transaction committed with redb's default
-//! `Durability::Immediate`, and carries its audit event: when a method
+//! Every change is one transaction ([`Store::apply`]) committed with redb's
+//! default `Durability::Immediate`, and carries its audit events: when a method
 //! returns `Ok`, the change and its record survive a `kill -9` or a power
 //! cut. Last-use times live in their own table so that recording them is
 //! a small batched write, never a rewrite of key records. redb takes a
@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::audit::AuditEvent;
+use super::change::Change;
 use super::record::DecodeError;
 use super::{KeyId, KeyRecord, UserId};
 use crate::timestamp::Timestamp;
@@ -220,94 +221,52 @@ impl Store {
         })
     }
 
-    fn append_audit(txn: &WriteTransaction, event: &AuditEvent) -> Result<(), StoreError> {
-        let mut audit = txn.open_table(AUDIT).map_err(StoreError::redb)?;
-        let next = audit
-            .last()
-            .map_err(StoreError::redb)?
-            .map_or(1, |(seq, _)| seq.value() + 1);
-        let bytes = serde_json::to_vec(event)?;
-        audit
-            .insert(next, bytes.as_slice())
-            .map_err(StoreError::redb)?;
-        Ok(())
-    }
-
-    fn put_key(txn: &WriteTransaction, record: &KeyRecord) -> Result<(), StoreError> {
-        let bytes = record.encode()?;
-        let mut keys = txn.open_table(KEYS).map_err(StoreError::redb)?;
-        keys.insert(record.id.as_str(), bytes.as_slice())
-            .map_err(StoreError::redb)?;
-        Ok(())
-    }
-
-    fn delete_key(txn: &WriteTransaction, id: KeyId) -> Result<bool, StoreError> {
-        let mut keys = txn.open_table(KEYS).map_err(StoreError::redb)?;
-        let existed = keys
-            .remove(id.as_str())
-            .map_err(StoreError::redb)?
-            .is_some();
-        let mut last_used = txn.open_table(LAST_USED).map_err(StoreError::redb)?;
-        last_used.remove(id.as_str()).map_err(StoreError::redb)?;
-        Ok(existed)
-    }
-
-    /// Durably inserts a new key record, with its audit event.
-    pub fn insert_key(&self, record: &KeyRecord, event: &AuditEvent) -> Result<(), StoreError> {
+    /// Durably applies `changes` and appends `events` to the audit trail,
+    /// all in one transaction: every change keygate makes, and every
+    /// change that arrives from elsewhere, is written here.
+    pub fn apply(&self, changes: &[Change], events: &[AuditEvent]) -> Result<(), StoreError> {
         self.write(|txn| {
-            Self::put_key(txn, record)?;
-            Self::append_audit(txn, event)
-        })
-    }
-
-    /// Durably removes a key, with its audit event; `false` if there was none.
-    pub fn remove_key(&self, id: KeyId, event: &AuditEvent) -> Result<bool, StoreError> {
-        self.write(|txn| {
-            let existed = Self::delete_key(txn, id)?;
-            if existed {
-                Self::append_audit(txn, event)?;
-            }
-            Ok(existed)
-        })
-    }
-
-    /// Durably rotates a key in one transaction: the new key is inserted,
-    /// and the old one is either updated (a grace period) or removed.
-    pub fn rotate_key(
-        &self,
-        old: &KeyRecord,
-        old_kept: bool,
-        new: &KeyRecord,
-        event: &AuditEvent,
-    ) -> Result<(), StoreError> {
-        self.write(|txn| {
-            Self::put_key(txn, new)?;
-            if old_kept {
-                Self::put_key(txn, old)?;
-            } else {
-                Self::delete_key(txn, old.id)?;
-            }
-            Self::append_audit(txn, event)
-        })
-    }
-
-    /// Durably records whether a user is blocked, with its audit event.
-    pub fn set_blocked(
-        &self,
-        user: &UserId,
-        blocked: bool,
-        event: &AuditEvent,
-    ) -> Result<(), StoreError> {
-        self.write(|txn| {
-            {
-                let mut users = txn.open_table(USERS).map_err(StoreError::redb)?;
-                if blocked {
-                    users.insert(user.as_str(), 1u8).map_err(StoreError::redb)?;
-                } else {
-                    users.remove(user.as_str()).map_err(StoreError::redb)?;
+            let mut keys = txn.open_table(KEYS).map_err(StoreError::redb)?;
+            let mut last_used = txn.open_table(LAST_USED).map_err(StoreError::redb)?;
+            let mut users = txn.open_table(USERS).map_err(StoreError::redb)?;
+            for change in changes {
+                match change {
+                    Change::Upsert(record) => {
+                        let bytes = record.encode()?;
+                        keys.insert(record.id.as_str(), bytes.as_slice())
+                            .map_err(StoreError::redb)?;
+                    }
+                    Change::Remove(id) => {
+                        keys.remove(id.as_str()).map_err(StoreError::redb)?;
+                        last_used.remove(id.as_str()).map_err(StoreError::redb)?;
+                    }
+                    Change::Block {
+                        user,
+                        blocked: true,
+                    } => {
+                        users.insert(user.as_str(), 1u8).map_err(StoreError::redb)?;
+                    }
+                    Change::Block {
+                        user,
+                        blocked: false,
+                    } => {
+                        users.remove(user.as_str()).map_err(StoreError::redb)?;
+                    }
                 }
             }
-            Self::append_audit(txn, event)
+            let mut audit = txn.open_table(AUDIT).map_err(StoreError::redb)?;
+            let mut next = audit
+                .last()
+                .map_err(StoreError::redb)?
+                .map_or(1, |(seq, _)| seq.value() + 1);
+            for event in events {
+                let bytes = serde_json::to_vec(event)?;
+                audit
+                    .insert(next, bytes.as_slice())
+                    .map_err(StoreError::redb)?;
+                next += 1;
+            }
+            Ok(())
         })
     }
 

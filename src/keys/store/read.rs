@@ -10,7 +10,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::{AuditFrom, Contents, Store, StoreError, AUDIT, KEYS, LAST_USED, USERS};
 use crate::keys::audit::AuditEvent;
-use crate::keys::record::{decode_stored, DecodeError, StoredV1};
+use crate::keys::record::{decode_stored, DecodeError, KeyRow, StoredV1};
 use crate::keys::{KeyId, KeyRecord, UserId};
 use crate::timestamp::Timestamp;
 
@@ -18,7 +18,7 @@ impl Store {
     /// Reads every key and blocked user into records.
     pub fn load(&self) -> Result<Contents, StoreError> {
         let mut contents = Contents::default();
-        self.scan_keys(|id, stored, last_used| {
+        self.scan_stored(|id, stored, last_used| {
             let mut record = KeyRecord::from_stored(id, stored)?;
             if let Some(used) = last_used {
                 record.last_used_at = Some(Timestamp::from_unix(used));
@@ -37,10 +37,29 @@ impl Store {
         keys.len().map_err(StoreError::redb)
     }
 
-    /// Hands every stored key to `each`, in id order, with its last-use
-    /// time from the `last_used` table if it has one. The record borrows
-    /// the page it was read from: nothing is copied unless `each` copies it.
+    /// Hands every stored key to `each` as a [`KeyRow`], in id order, with
+    /// its last-use time from the `last_used` table if it has one. The row
+    /// borrows the page it was read from: nothing is copied unless `each`
+    /// copies it.
     pub(crate) fn scan_keys(
+        &self,
+        mut each: impl FnMut(&KeyRow<'_>) -> Result<(), DecodeError>,
+    ) -> Result<(), StoreError> {
+        self.scan_stored(|id, stored, used| {
+            each(&KeyRow {
+                id,
+                hash: stored.hash,
+                user: stored.user,
+                scope: stored.scope,
+                expires_at: stored.expires_at,
+                last_used_at: used.or(stored.last_used_at),
+            })
+        })
+    }
+
+    /// [`Store::scan_keys`] in redb's own terms: each stored record as
+    /// encoded, with the time from `last_used` beside it.
+    fn scan_stored(
         &self,
         mut each: impl FnMut(KeyId, &StoredV1<'_>, Option<i64>) -> Result<(), DecodeError>,
     ) -> Result<(), StoreError> {
@@ -158,7 +177,7 @@ impl Store {
     /// Every key's full record (only `user`'s when given), in id order.
     pub fn keys(&self, user: Option<&str>) -> Result<Vec<KeyRecord>, StoreError> {
         let mut records = Vec::new();
-        self.scan_keys(|id, stored, last_used| {
+        self.scan_stored(|id, stored, last_used| {
             if user.is_some_and(|user| user != stored.user) {
                 return Ok(());
             }
