@@ -15,7 +15,10 @@ mod raw;
 mod validate;
 
 pub use self::validate::alias_form;
-use self::validate::{parse_addr, parse_injected_header, parse_net, parse_upstream, positive_secs};
+pub(crate) use self::validate::is_tchar;
+use self::validate::{
+    parse_addr, parse_injected_header, parse_net, parse_upgrades, parse_upstream, positive_secs,
+};
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -178,6 +181,9 @@ pub struct ProxySettings {
     pub max_header_bytes: usize,
     /// HTTP/2 limits for client connections.
     pub http2: Http2Limits,
+    /// Protocols a request may upgrade to (lower case, names only):
+    /// anything else is forwarded as an ordinary request. Never `h2c`.
+    pub upgrades: Vec<String>,
 }
 
 /// HTTP/2 limits for client connections, chosen against the known flood
@@ -387,6 +393,8 @@ impl Config {
             })?;
         let keep_alive = positive_secs(raw.proxy.http2.keep_alive_secs)
             .map_err(|r| invalid("proxy.http2.keep_alive_secs", r))?;
+        let upgrades =
+            parse_upgrades(&raw.proxy.upgrades).map_err(|r| invalid("proxy.upgrades", r))?;
 
         let admin_token = match raw.admin.token {
             None => None,
@@ -468,6 +476,7 @@ impl Config {
                     max_concurrent_streams,
                     keep_alive,
                 },
+                upgrades,
             },
         })
     }

@@ -8,7 +8,8 @@
 //! parsers read differently (obs-fold, whitespace before the colon, NUL, CR
 //! and LF in values), absolute-form, authority-form, `*` and fragments,
 //! pipelining where only the first request carries a key, identity-header
-//! aliases, `X-ONEIS-Key` tricks and odd Basic credentials.
+//! aliases, `X-ONEIS-Key` tricks and odd Basic credentials; and, since
+//! issue 14, `Upgrade: h2c` (smuggling HTTP/2 past the scope check).
 //!
 //! Each case is one line: a name, the answers keygate must give (in order,
 //! one per request keygate reads from the connection), the requests the
@@ -16,7 +17,8 @@
 //! On top of each case's own expectations, every request the upstream ever
 //! receives is checked against the invariant that matters: it is inside
 //! alice's `/api/` scope, it carries alice's identity and key id exactly
-//! once, and it carries no credential and no forged identity.
+//! once, it carries no credential and no forged identity, and no upgrade but
+//! a WebSocket's.
 
 mod support;
 
@@ -143,6 +145,11 @@ const CORPUS: &[Case] = &[
     ("a fragment cannot lend its scope", &[INVALID], &[], b"GET /secret#/api/x HTTP/1.1\r\n{HOST}{AUTH}{CLOSE}"),
     ("a target that is only a fragment", &[Bad], &[], b"GET #/api/x HTTP/1.1\r\n{HOST}{AUTH}{CLOSE}"),
     ("an encoded '#' is an ordinary byte", &[OK], &["/api/%23x"], b"GET /api/%23x HTTP/1.1\r\n{HOST}{AUTH}{CLOSE}"),
+    // ---- Host: a plain host and port, nothing a parser could misread ----
+    ("Upgrade h2c in scope goes as an ordinary request", &[OK], &["/api/x"], b"GET /api/x HTTP/1.1\r\n{HOST}{AUTH}Connection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"),
+    ("Upgrade h2c with HTTP2-Settings not in Connection", &[OK], &["/api/x"], b"GET /api/x HTTP/1.1\r\n{HOST}{AUTH}Connection: Upgrade, close\r\nUpgrade: h2c\r\nHTTP2-Settings: forged\r\n\r\n"),
+    ("Upgrade offering websocket and h2c", &[OK], &["/api/x"], b"GET /api/x HTTP/1.1\r\n{HOST}{AUTH}Connection: Upgrade, close\r\nUpgrade: websocket, h2c\r\n\r\n"),
+    ("Upgrade to HTTP/2.0 by name", &[OK], &["/api/x"], b"GET /api/x HTTP/1.1\r\n{HOST}{AUTH}Connection: Upgrade, close\r\nUpgrade: HTTP/2.0\r\n\r\n"),
     // ---- Pipelining: each request is judged on its own -------------------
     ("key, then no key", &[OK, UNAUTH], &["/api/a"], b"GET /api/a HTTP/1.1\r\n{HOST}{AUTH}\r\nGET /api/b HTTP/1.1\r\n{HOST}{CLOSE}"),
     ("key, then no key but alice's identity header", &[OK, UNAUTH], &["/api/a"], b"GET /api/a HTTP/1.1\r\n{HOST}{AUTH}\r\nGET /api/b HTTP/1.1\r\n{HOST}X-Haplo-User: alice\r\n{CLOSE}"),
@@ -316,6 +323,14 @@ fn check_invariant(seen: &Recorded, id: &str) -> Result<(), String> {
     }
     if !seen.all("authorization").is_empty() || !seen.all("x-oneis-key").is_empty() {
         return Err(format!("credential forwarded: {:?}", seen.headers));
+    }
+    // No case here upgrades in scope: a relayed upgrade other than a
+    // WebSocket would be a tunnel past keygate's checks.
+    let upgrade = seen.all("upgrade");
+    if upgrade.iter().any(|u| !u.eq_ignore_ascii_case("websocket"))
+        || !seen.all("http2-settings").is_empty()
+    {
+        return Err(format!("upgrade forwarded: {:?}", seen.headers));
     }
     let forged = seen.headers.iter().any(|(_, v)| {
         let v = v.to_ascii_lowercase();

@@ -136,7 +136,11 @@ async fn plain_http_clients_are_refused_by_a_tls_listener() {
 #[tokio::test]
 async fn a_websocket_style_upgrade_is_relayed_after_authentication() {
     let upstream = RecordingUpstream::start().await;
-    let proxy = TestProxy::builder().upstream(upstream.addr).start().await;
+    let proxy = TestProxy::builder()
+        .upstream(upstream.addr)
+        .proxy("upgrades = [\"echo\"]")
+        .start()
+        .await;
     let key = proxy.create_key("alice", "/ws").await;
     let head = String::from_utf8(Req::get("/ws").basic(&key.key).to_bytes())
         .unwrap()

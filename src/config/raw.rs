@@ -33,6 +33,7 @@ pub(super) struct RawProxy {
     pub(super) max_header_bytes: u64,
     pub(super) worker_threads: u64,
     pub(super) upstream_ca: Option<String>,
+    pub(super) upgrades: Vec<String>,
     pub(super) tls: Option<RawTls>,
     pub(super) http2: RawHttp2,
 }
@@ -54,6 +55,7 @@ impl Default for RawProxy {
             max_header_bytes: 64 * 1024,
             worker_threads: 0,
             upstream_ca: None,
+            upgrades: vec!["websocket".into()],
             tls: None,
             http2: RawHttp2::default(),
         }

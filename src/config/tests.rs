@@ -77,3 +77,30 @@ fn a_non_loopback_admin_needs_a_token() {
     assert!(!token.verify(b"0123456789abcdef0124"));
     assert!(!format!("{token:?}").contains("0123"));
 }
+
+#[test]
+fn upgrades_default_to_websocket_and_never_admit_http_itself() {
+    assert_eq!(Config::defaults().proxy.upgrades, ["websocket"]);
+    let c = Config::parse("[proxy]\nupgrades = [\"WebSocket\", \"x-custom\"]\n", None).unwrap();
+    assert_eq!(c.proxy.upgrades, ["websocket", "x-custom"]);
+    assert!(Config::parse("[proxy]\nupgrades = []\n", None)
+        .unwrap()
+        .proxy
+        .upgrades
+        .is_empty());
+    for (entry, reason) in [
+        ("h2c", "never allowed"),
+        ("H2C", "never allowed"),
+        ("h2", "never allowed"),
+        ("HTTP", "never allowed"),
+        ("websocket/13", "without a version"),
+        ("", "not a protocol name"),
+        ("web socket", "not a protocol name"),
+    ] {
+        let e = err(&format!("[proxy]\nupgrades = [\"websocket\", {entry:?}]\n"));
+        assert!(
+            e.contains("k.toml") && e.contains("proxy.upgrades") && e.contains(reason),
+            "{entry}: {e}"
+        );
+    }
+}

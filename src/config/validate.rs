@@ -102,6 +102,46 @@ pub(super) fn parse_net(text: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("{text:?} is not an IP address or CIDR such as \"10.0.0.0/8\""))
 }
 
+/// Upgrade protocols that are HTTP itself: switching to one would carry
+/// every later request on the connection past keygate's checks (h2c
+/// smuggling). `h2` is not a legal upgrade token (RFC 9113 3.1) and `HTTP`
+/// is the name in `Upgrade: HTTP/2.0`.
+const HTTP_PROTOCOLS: [&str; 3] = ["h2c", "h2", "http"];
+
+/// `proxy.upgrades`: protocol names, compared case-insensitively with the
+/// name before any `/version` of each protocol a request offers. Returned
+/// in lower case.
+pub(super) fn parse_upgrades(names: &[String]) -> Result<Vec<String>, String> {
+    names
+        .iter()
+        .map(|name| {
+            if name.contains('/') {
+                return Err(format!(
+                    "{name:?} must be a protocol name without a version (versions are not compared)"
+                ));
+            }
+            if name.is_empty() || !name.bytes().all(is_tchar) {
+                return Err(format!(
+                    "{name:?} is not a protocol name such as \"websocket\""
+                ));
+            }
+            let lower = name.to_ascii_lowercase();
+            if HTTP_PROTOCOLS.contains(&lower.as_str()) {
+                return Err(format!(
+                    "{name:?} is never allowed: after an upgrade to HTTP itself (h2c smuggling) \
+                     the client speaks straight to the application and no later request is checked"
+                ));
+            }
+            Ok(lower)
+        })
+        .collect()
+}
+
+/// RFC 9110 5.6.2 `tchar`: the bytes of a token.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 pub(super) fn positive_secs(secs: u64) -> Result<Duration, String> {
     if secs == 0 || secs > 86_400 {
         Err("must be between 1 and 86400 seconds".into())

@@ -2,9 +2,14 @@
 //!
 //! The order matters and is the SPEC's:
 //!
-//! 1. Hop-by-hop headers, and every header the client named in
-//!    `Connection`, are removed (except `Host` and `Content-Length`, which a
-//!    client must not be able to strip from its own request that way).
+//! 1. Hop-by-hop headers (`Connection`, `Keep-Alive`, `Proxy-Connection`,
+//!    `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `HTTP2-Settings`,
+//!    `Proxy-Authorization`, `Proxy-Authenticate`), and every header the
+//!    client named in `Connection`, are removed (except `Host` and
+//!    `Content-Length`, which a client must not be able to strip from its
+//!    own request that way). An upgrade to a protocol on
+//!    `proxy.upgrades` puts its `Upgrade` back afterwards
+//!    (`super::upgrade`).
 //! 2. Every header whose name, lower-cased with `_` read as `-`, equals the
 //!    identity or key-id header is removed: `x_haplo_user` and
 //!    `X-HAPLO-USER` are the same header to many frameworks (oauth2-proxy
@@ -39,10 +44,14 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1,
 /// plus the non-standard ones proxies are known to honour).
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// `HTTP2-Settings` only ever comes with `Upgrade: h2c` (RFC 7540 3.2.1),
+/// which keygate never relays, so it goes even when not named in
+/// `Connection`.
+const HOP_BY_HOP: [HeaderName; 10] = [
     CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -50,6 +59,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     TRAILER,
     TRANSFER_ENCODING,
     UPGRADE,
+    HTTP2_SETTINGS,
     PROXY_AUTHORIZATION,
     PROXY_AUTHENTICATE,
 ];
