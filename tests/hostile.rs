@@ -9,7 +9,8 @@
 //! and LF in values), absolute-form, authority-form, `*` and fragments,
 //! pipelining where only the first request carries a key, identity-header
 //! aliases, `X-ONEIS-Key` tricks and odd Basic credentials; and, since
-//! issue 14, `Upgrade: h2c` (smuggling HTTP/2 past the scope check).
+//! issue 14, `Host` values that are not a plain host and port, and
+//! `Upgrade: h2c` (smuggling HTTP/2 past the scope check).
 //!
 //! Each case is one line: a name, the answers keygate must give (in order,
 //! one per request keygate reads from the connection), the requests the
@@ -145,7 +146,23 @@ const CORPUS: &[Case] = &[
     ("a fragment cannot lend its scope", &[INVALID], &[], b"GET /secret#/api/x HTTP/1.1\r\n{HOST}{AUTH}{CLOSE}"),
     ("a target that is only a fragment", &[Bad], &[], b"GET #/api/x HTTP/1.1\r\n{HOST}{AUTH}{CLOSE}"),
     ("an encoded '#' is an ordinary byte", &[OK], &["/api/%23x"], b"GET /api/%23x HTTP/1.1\r\n{HOST}{AUTH}{CLOSE}"),
-    // ---- Host: a plain host and port, nothing a parser could misread ----
+    // ---- Host: a plain host and port, nothing a parser could misread ---
+    ("Host with a path and dot-segments", &[Bad], &[], b"GET /api/x HTTP/1.1\r\nHost: 127.0.0.1:8080/../admin\r\n{AUTH}{CLOSE}"),
+    ("Host with a space", &[Bad], &[], b"GET /api/x HTTP/1.1\r\nHost: a b\r\n{AUTH}{CLOSE}"),
+    ("Host with a tab", &[Bad], &[], b"GET /api/x HTTP/1.1\r\nHost: app\texample\r\n{AUTH}{CLOSE}"),
+    ("Host with two ports", &[Bad], &[], b"GET /api/x HTTP/1.1\r\nHost: evil.com:80:1\r\n{AUTH}{CLOSE}"),
+    ("Host with a fragment", &[Bad], &[], b"GET /api/x HTTP/1.1\r\nHost: evil.com#x\r\n{AUTH}{CLOSE}"),
+    ("Host percent-encoded", &[Bad], &[], b"GET /api/x HTTP/1.1\r\nHost: %65vil.com\r\n{AUTH}{CLOSE}"),
+    ("Host with a path, a query and '@'", &[Bad], &[], b"GET /api/x HTTP/1.1\r\nHost: evil.com/admin?@x\r\n{AUTH}{CLOSE}"),
+    ("Host with userinfo", &[Bad], &[], b"GET /api/x HTTP/1.1\r\nHost: alice@app.example\r\n{AUTH}{CLOSE}"),
+    ("Host with an empty port", &[Bad], &[], b"GET /api/x HTTP/1.1\r\nHost: app.example:\r\n{AUTH}{CLOSE}"),
+    ("Host with a port over 65535", &[Bad], &[], b"GET /api/x HTTP/1.1\r\nHost: app.example:65616\r\n{AUTH}{CLOSE}"),
+    ("Host empty", &[Bad], &[], b"GET /api/x HTTP/1.1\r\nHost:\r\n{AUTH}{CLOSE}"),
+    ("Host an IPv6 literal with a zone id", &[Bad], &[], b"GET /api/x HTTP/1.1\r\nHost: [fe80::1%25eth0]\r\n{AUTH}{CLOSE}"),
+    ("Host an IPvFuture literal", &[Bad], &[], b"GET /api/x HTTP/1.1\r\nHost: [v1.app]\r\n{AUTH}{CLOSE}"),
+    ("Host a non-canonical IPv4", &[Bad], &[], b"GET /api/x HTTP/1.1\r\nHost: 127.1\r\n{AUTH}{CLOSE}"),
+    ("absolute-form with userinfo that Host repeats", &[Bad], &[], b"GET http://alice@app.example/api/x HTTP/1.1\r\nHost: alice@app.example\r\n{AUTH}{CLOSE}"),
+    // ---- Upgrades: only to protocols on the list (websocket) ------------
     ("Upgrade h2c in scope goes as an ordinary request", &[OK], &["/api/x"], b"GET /api/x HTTP/1.1\r\n{HOST}{AUTH}Connection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"),
     ("Upgrade h2c with HTTP2-Settings not in Connection", &[OK], &["/api/x"], b"GET /api/x HTTP/1.1\r\n{HOST}{AUTH}Connection: Upgrade, close\r\nUpgrade: h2c\r\nHTTP2-Settings: forged\r\n\r\n"),
     ("Upgrade offering websocket and h2c", &[OK], &["/api/x"], b"GET /api/x HTTP/1.1\r\n{HOST}{AUTH}Connection: Upgrade, close\r\nUpgrade: websocket, h2c\r\n\r\n"),

@@ -21,8 +21,11 @@
 //!    proxies.
 //!
 //! Also here: which address a request comes from, since that reads
-//! `X-Forwarded-For` with the same trust rule, and the `Host` check (exactly
-//! one, agreeing with an absolute-form target).
+//! `X-Forwarded-For` with the same trust rule, and the `Host` check
+//! (`host`: exactly one, a plain host and port, agreeing with an
+//! absolute-form target).
+
+mod host;
 
 use std::net::IpAddr;
 
@@ -32,10 +35,8 @@ use http::header::{
     UPGRADE,
 };
 
-use http::uri::Authority;
-use http::{Request, Version};
+pub(crate) use self::host::check_host;
 
-use super::refusal::BadRequest;
 use crate::auth::credentials::X_ONEIS_KEY;
 use crate::config::{canonical_ip, ProxySettings};
 use crate::keys::Entry;
@@ -253,35 +254,6 @@ fn set_forwarded(headers: &mut HeaderMap, peer: &Peer) {
         headers.remove(FORWARDED);
         headers.insert(X_FORWARDED_FOR, peer.addr_value.clone());
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(peer.proto));
-    }
-}
-
-/// Exactly one `Host`, agreeing with an absolute-form target's authority.
-pub(crate) fn check_host<B>(request: &Request<B>) -> Result<(), BadRequest> {
-    let mut hosts = request.headers().get_all(HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
-        return Err(BadRequest::MultipleHost);
-    }
-    match (host, request.uri().authority()) {
-        (None, None) => Err(BadRequest::MissingHost),
-        // HTTP/2 carries the host in `:authority`; HTTP/1.1 must send Host
-        // even with an absolute-form target (RFC 9112 3.2).
-        (None, Some(_)) if request.version() == Version::HTTP_2 => Ok(()),
-        (None, Some(_)) => Err(BadRequest::MissingHost),
-        (Some(_), None) => Ok(()),
-        (Some(host), Some(authority)) => {
-            let same = host
-                .to_str()
-                .ok()
-                .and_then(|h| h.parse::<Authority>().ok())
-                .is_some_and(|h| h == *authority);
-            if same {
-                Ok(())
-            } else {
-                Err(BadRequest::HostMismatch)
-            }
-        }
     }
 }
 

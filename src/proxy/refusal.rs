@@ -49,6 +49,10 @@ pub enum BadRequest {
     /// Absolute-form target whose authority disagrees with `Host`.
     #[error("request-target authority and Host header disagree")]
     HostMismatch,
+    /// A `Host` or request authority that is not a plain host with an
+    /// optional numeric port (see `proxy::headers::host`).
+    #[error("Host is not a valid host name or IP address with an optional port")]
+    InvalidHost,
     /// The request body was malformed (bad chunking) or cut short.
     #[error("request body was malformed or cut short")]
     Body,
