@@ -60,7 +60,7 @@ const ROTATION: usize = 16_384;
 fn record(key: &ApiKey, i: usize) -> KeyRecord {
     KeyRecord {
         id: key.id(),
-        hash: key.secret_hash(),
+        hash: keygate::keys::KeyHash::Blake3(key.secret_hash()),
         // ~4 keys per user, realistic user ids and names.
         user: UserId::parse(&format!("user{:06}@example.org", i / 4)).unwrap(),
         name: format!("integration key {i}"),
@@ -68,6 +68,7 @@ fn record(key: &ApiKey, i: usize) -> KeyRecord {
         created_at: Timestamp::now(),
         expires_at: None,
         last_used_at: None,
+        origin: keygate::keys::Origin::Keygate,
     }
 }
 
@@ -429,7 +430,7 @@ fn headers(c: &mut Criterion) {
     let key = keys.shown[0].expose();
     let entry: &Entry = match keys.snapshot.verify(key.as_bytes(), Timestamp::now()) {
         Verified::Valid(entry) => entry,
-        Verified::Invalid => panic!("bench key does not verify"),
+        Verified::Invalid | Verified::NeedsBcrypt(_) => panic!("bench key does not verify"),
     };
     let original = realistic_headers(key);
     let peer = Peer::new(CLIENT, false, "http");

@@ -411,13 +411,14 @@ fn event(action: Action, record: &KeyRecord) -> AuditEvent {
 fn record_for(key: &ApiKey, i: usize) -> KeyRecord {
     KeyRecord {
         id: key.id(),
-        hash: key.secret_hash(),
+        hash: keygate::keys::KeyHash::Blake3(key.secret_hash()),
         user: UserId::parse(&format!("user{:06}@example.org", i / 4)).expect("user"),
         name: format!("integration key {i}"),
         scope: Scope::parse(if i % 10 == 9 { "=/api/x/run" } else { "/api/" }).expect("scope"),
         created_at: Timestamp::now(),
         expires_at: None,
         last_used_at: None,
+        origin: keygate::keys::Origin::Keygate,
     }
 }
 

@@ -12,6 +12,7 @@
 //! | valid key, target outside its scope         | `INVALID-API-KEY`         |
 //! | valid key, user blocked                     | `UNAUTHORISED`            |
 //! | valid key, in scope, user active            | authenticated, count reset|
+//! | imported key, first use (bcrypt pending)    | prove with bcrypt, retry  |
 //!
 //! Everything here is synchronous and allocation-free: it runs on the
 //! request path against a snapshot the caller already loaded.
@@ -37,6 +38,12 @@ pub enum Identity<'a> {
     Anonymous,
     /// A valid key.
     Key(&'a Entry),
+    /// Not authenticated yet: a key imported from Haplo, presented for the
+    /// first time, whose secret only bcrypt can prove. The caller runs
+    /// bcrypt off the event loop ([`crate::keys::Keyring::prove_bcrypt`])
+    /// and then authenticates the request again, which then takes the
+    /// ordinary path (scope, blocked user) with the key's new BLAKE3 hash.
+    NeedsBcrypt(&'a Entry),
 }
 
 /// Why a request was refused. Each maps to one of Haplo's `kind`s.
@@ -141,6 +148,7 @@ pub fn authenticate<'a>(
             cx.throttle.record_failure(cx.client, limits, cx.instant);
             return Err(Denied::InvalidKey.into());
         }
+        Verified::NeedsBcrypt(entry) => return Ok(Identity::NeedsBcrypt(entry)),
     };
     if !entry.scope().admits(target.as_str()) {
         return Err(Refused {

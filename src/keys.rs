@@ -24,6 +24,7 @@
 mod audit;
 mod change;
 mod entry;
+mod hash;
 mod intern;
 mod key;
 mod keyring;
@@ -33,11 +34,12 @@ mod store;
 mod user;
 
 pub use audit::{Action, AuditEvent};
-pub use change::Change;
+pub use change::{Blocker, Change};
 pub use entry::Entry;
+pub use hash::{BcryptHash, BcryptHashError, KeyHash};
 pub use key::{ApiKey, KeyId, PresentedKey, SecretHash, ID_LEN, KEY_LEN};
-pub use keyring::{CreateError, Keyring, NewKey, Rotated};
-pub use record::KeyRecord;
+pub use keyring::{Keyring, NewKey, Rotated, WriteError};
+pub use record::{KeyRecord, Origin};
 pub use snapshot::{Snapshot, Verified, SHARDS};
 pub use store::{AuditFrom, Contents, Store, StoreError, CACHE_BYTES};
 pub use user::{UserId, UserIdError};

@@ -20,6 +20,7 @@ mod body;
 pub mod headers;
 mod log;
 mod pool;
+mod prove;
 mod refusal;
 mod upgrade;
 mod upstream;
@@ -43,7 +44,7 @@ pub use self::upstream::Upstream;
 use self::headers::Peer;
 use self::log::{Caller, LogPath, RequestInfo};
 use crate::access_log::AccessLog;
-use crate::auth::{self, AuthContext, Credentials, Identity, Throttle};
+use crate::auth::{self, AuthContext, Credentials, Denied, Identity, Throttle};
 use crate::config::ProxySettings;
 use crate::keys::Keyring;
 use crate::metrics::Metrics;
@@ -62,6 +63,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     /// Worker threads, each with its own share of the upstream pool.
     workers: usize,
+    /// Bounds the bcrypt checks running at once (see [`prove`]).
+    bcrypt_slots: prove::Slots,
 }
 
 /// What a reload replaces, together: the settings and the upstream client
@@ -96,6 +99,7 @@ impl Proxy {
             throttle: Throttle::new(),
             log,
             metrics,
+            bcrypt_slots: prove::Slots::new(),
         })
     }
 
@@ -138,8 +142,32 @@ impl Proxy {
         let time = self.keyring.clock().now();
 
         let version = request.version();
-        let (admitted, identity) = match self.admit(request, settings, &peer, client, time, started)
-        {
+        let admitted = match self.admit(request, settings, &peer, client, time, started) {
+            Admission::Forward(admitted) => Ok(admitted),
+            Admission::Refuse(rejected) => Err(rejected),
+            // A key imported from Haplo, presented for the first time.
+            Admission::Prove(proof) => {
+                match prove::bcrypt(&self.keyring, &self.bcrypt_slots, proof.presented).await {
+                    prove::Proved::Yes => {
+                        match self.admit(proof.request, settings, &peer, client, time, started) {
+                            Admission::Forward(admitted) => Ok(admitted),
+                            Admission::Refuse(rejected) => Err(rejected),
+                            // Replaced by another unproven key meanwhile.
+                            Admission::Prove(proof) => {
+                                Err(Rejected::new(Denied::InvalidKey.into(), proof.info))
+                            }
+                        }
+                    }
+                    prove::Proved::No => {
+                        self.throttle
+                            .record_failure(client, &settings.throttle, started);
+                        Err(Rejected::new(Denied::InvalidKey.into(), proof.info))
+                    }
+                    prove::Proved::Busy => Err(Rejected::new(Refusal::Busy, proof.info)),
+                }
+            }
+        };
+        let (admitted, identity) = match admitted {
             Ok(admitted) => admitted,
             Err(rejected) => return self.refuse(rejected, version),
         };
@@ -164,7 +192,7 @@ impl Proxy {
                     Refusal::BadGateway(cause) => self.metrics.upstream_error(cause.as_str()),
                     Refusal::GatewayTimeout => self.metrics.upstream_error("timeout"),
                     // The client's body failed: not the upstream's doing.
-                    Refusal::BadRequest(_) | Refusal::Denied(_) => {}
+                    Refusal::BadRequest(_) | Refusal::Denied(_) | Refusal::Busy => {}
                 }
                 let rejected = Rejected {
                     refusal,
@@ -220,7 +248,6 @@ impl Proxy {
 
     /// Steps 2 to 4: everything up to the upstream call. Synchronous, so the
     /// key snapshot is loaded and released without crossing an `.await`.
-    #[allow(clippy::result_large_err)]
     fn admit(
         &self,
         request: Request<RequestBody>,
@@ -229,7 +256,7 @@ impl Proxy {
         client: std::net::IpAddr,
         time: Timestamp,
         started: Instant,
-    ) -> Result<(Admitted, Forwarded), Rejected> {
+    ) -> Admission {
         let target = Target::from_uri(request.uri());
         let info = RequestInfo {
             time,
@@ -243,14 +270,14 @@ impl Proxy {
         };
         let target = match target {
             Ok(target) => target,
-            Err(error) => return Err(Rejected::new(BadRequest::Target(error).into(), info)),
+            Err(error) => return Admission::refuse(BadRequest::Target(error).into(), info),
         };
         if let Err(error) = headers::check_host(&request) {
-            return Err(Rejected::new(error.into(), info));
+            return Admission::refuse(error.into(), info);
         }
         let credentials = match Credentials::from_headers(request.headers()) {
             Ok(credentials) => credentials,
-            Err(error) => return Err(Rejected::new(BadRequest::Credentials(error).into(), info)),
+            Err(error) => return Admission::refuse(BadRequest::Credentials(error).into(), info),
         };
 
         let snapshot = self.keyring.snapshot();
@@ -265,7 +292,7 @@ impl Proxy {
         let identity = match auth::authenticate(&cx, credentials.secret(), &target) {
             Ok(identity) => identity,
             Err(refused) => {
-                return Err(Rejected {
+                return Admission::Refuse(Rejected {
                     refusal: refused.denied.into(),
                     info,
                     identity: refused.key.map(|entry| Caller {
@@ -287,6 +314,20 @@ impl Proxy {
                         key_id: entry.id(),
                     }),
                 )
+            }
+            Identity::NeedsBcrypt(_) => {
+                let presented = credentials
+                    .secret()
+                    .map(|secret| prove::Presented::copy(secret.as_bytes()));
+                drop(snapshot);
+                return match presented {
+                    Some(presented) => Admission::Prove(Proof {
+                        request,
+                        info,
+                        presented,
+                    }),
+                    None => Admission::refuse(Denied::InvalidKey.into(), info),
+                };
             }
         };
 
@@ -322,7 +363,7 @@ impl Proxy {
         parts.uri = Uri::from(target.path_and_query().clone());
         parts.version = Version::HTTP_11;
         let body = TimedBody::new(body, settings.body_timeout);
-        Ok((
+        Admission::Forward((
             Admitted {
                 request: Request::from_parts(parts, body),
                 info,
@@ -355,6 +396,30 @@ impl Proxy {
         *response.version_mut() = version;
         response
     }
+}
+
+/// What [`Proxy::admit`] decided.
+enum Admission {
+    /// Forward, as this caller.
+    Forward((Admitted, Forwarded)),
+    /// Answer with a refusal.
+    Refuse(Rejected),
+    /// Prove the key with bcrypt first, then admit the request again.
+    Prove(Proof),
+}
+
+impl Admission {
+    fn refuse(refusal: Refusal, info: RequestInfo) -> Self {
+        Admission::Refuse(Rejected::new(refusal, info))
+    }
+}
+
+/// A request whose key must be proven with bcrypt before it is admitted.
+struct Proof {
+    request: Request<RequestBody>,
+    /// For the refusal if the key is not proven.
+    info: RequestInfo,
+    presented: prove::Presented,
 }
 
 /// A request keygate answers itself, with what its log line needs.

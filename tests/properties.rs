@@ -364,13 +364,14 @@ fn entry(user: &str) -> std::sync::Arc<Entry> {
     let key = ApiKey::generate().expect("OS randomness");
     let record = KeyRecord {
         id: key.id(),
-        hash: key.secret_hash(),
+        hash: keygate::keys::KeyHash::Blake3(key.secret_hash()),
         user: UserId::parse(user).expect("valid user"),
         name: "property".to_owned(),
         scope: Scope::parse("/").expect("valid scope"),
         created_at: Timestamp::now(),
         expires_at: None,
         last_used_at: None,
+        origin: keygate::keys::Origin::Keygate,
     };
     Entry::new(record)
 }

@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use super::body::{self, write_failed};
 use super::reply::Reply;
 use super::text;
-use crate::keys::{Entry, KeyId, KeyRecord, Keyring, NewKey, StoreError, UserId};
+use crate::keys::{
+    Entry, KeyId, KeyRecord, Keyring, NewKey, Origin, StoreError, UserId, WriteError,
+};
 use crate::scope::Scope;
 use crate::timestamp::Timestamp;
 
@@ -40,6 +42,13 @@ pub(crate) struct KeyView<'a> {
     created_at: String,
     expires_at: Option<String>,
     last_used_at: Option<String>,
+    /// `"haplo"` for a key imported from Haplo (read-only here); absent
+    /// for keygate's own keys, which keep SPEC 7's exact fields.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<&'static str>,
+    /// The Haplo application of an imported key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    haplo_app: Option<u32>,
 }
 
 impl<'a> KeyView<'a> {
@@ -53,6 +62,14 @@ impl<'a> KeyView<'a> {
             created_at: record.created_at.to_string(),
             expires_at: record.expires_at.map(|t| t.to_string()),
             last_used_at: record.last_used_at.map(|t| t.to_string()),
+            origin: match record.origin {
+                Origin::Keygate => None,
+                Origin::Haplo { .. } => Some("haplo"),
+            },
+            haplo_app: match record.origin {
+                Origin::Keygate => None,
+                Origin::Haplo { app, .. } => Some(app),
+            },
         }
     }
 
@@ -159,7 +176,7 @@ pub(crate) async fn create(
             };
             Reply::json(201, &created).with_location(format!("/v1/keys/{}", record.id))
         }
-        Ok(Err(error)) => write_failed(&error),
+        Ok(Err(error)) => refused_or_failed(&error),
         Err(join) => write_failed(&join),
     }
 }
@@ -287,8 +304,16 @@ pub(crate) async fn revoke(keyring: &Arc<Keyring>, id: &str, client: String) -> 
             Reply::no_content()
         }
         Ok(Ok(None)) => Reply::error(404, "no key with that id"),
-        Ok(Err(error)) => write_failed(&error),
+        Ok(Err(error)) => refused_or_failed(&error),
         Err(join) => write_failed(&join),
+    }
+}
+
+/// 409 for a key Haplo owns (its message says so), 500 otherwise.
+fn refused_or_failed(error: &WriteError) -> Reply {
+    match error {
+        WriteError::OwnedByHaplo { .. } => Reply::error(409, error.to_string()),
+        WriteError::Random(_) | WriteError::Store(_) => write_failed(error),
     }
 }
 
@@ -363,7 +388,7 @@ pub(crate) async fn rotate(
             Reply::json(201, &view).with_location(format!("/v1/keys/{}", rotated.record.id))
         }
         Ok(Ok(None)) => Reply::error(404, "no key with that id"),
-        Ok(Err(error)) => write_failed(&error),
+        Ok(Err(error)) => refused_or_failed(&error),
         Err(join) => write_failed(&join),
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::body::{self, write_failed};
 use super::reply::Reply;
-use crate::keys::{Keyring, UserId};
+use crate::keys::{Blocker, Keyring, Snapshot, UserId};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,7 +20,34 @@ struct SetUser {
 #[derive(Serialize)]
 struct UserView<'a> {
     user: &'a str,
+    /// Whether the user's keys are refused.
     blocked: bool,
+    /// Who blocks them, shown only when Haplo does (otherwise SPEC 7's
+    /// exact fields): `"haplo"` (blocked or deleted in the Haplo
+    /// application keygate imports from) and/or `"admin"` (this API).
+    /// Unblocking here lifts only the admin's block.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    blocked_by: Vec<&'static str>,
+}
+
+impl<'a> UserView<'a> {
+    fn of(user: &'a UserId, snapshot: &Snapshot) -> Self {
+        UserView {
+            user: user.as_str(),
+            blocked: snapshot.is_blocked(user.as_str()),
+            blocked_by: if snapshot
+                .blocked_by(user.as_str())
+                .any(|b| b == Blocker::Haplo)
+            {
+                snapshot
+                    .blocked_by(user.as_str())
+                    .map(Blocker::as_str)
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
 }
 
 fn parse_user(raw: &str) -> Result<UserId, Reply> {
@@ -46,10 +73,7 @@ pub(crate) fn show(keyring: &Keyring, raw: &str) -> Reply {
     Reply::json(
         200,
         &Shown {
-            view: UserView {
-                user: user.as_str(),
-                blocked: snapshot.is_blocked(user.as_str()),
-            },
+            view: UserView::of(&user, &snapshot),
             keys: snapshot
                 .entries()
                 .filter(|e| e.user() == user.as_str())
@@ -73,22 +97,16 @@ pub(crate) async fn set(
         Ok(input) => input,
         Err(reply) => return reply,
     };
-    let keyring = keyring.clone();
+    let writer = keyring.clone();
     let target = user.clone();
     match tokio::task::spawn_blocking(move || {
-        keyring.set_blocked(&target, input.blocked, Some(&client))
+        writer.set_blocked(&target, input.blocked, Some(&client))
     })
     .await
     {
         Ok(Ok(())) => {
             tracing::info!(user = %user, blocked = input.blocked, "user updated");
-            Reply::json(
-                200,
-                &UserView {
-                    user: user.as_str(),
-                    blocked: input.blocked,
-                },
-            )
+            Reply::json(200, &UserView::of(&user, &keyring.snapshot()))
         }
         Ok(Err(error)) => write_failed(&error),
         Err(join) => write_failed(&join),

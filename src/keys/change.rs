@@ -24,13 +24,60 @@ pub enum Change {
     /// A key revoked or deleted. Removing a key that is not there is not
     /// an error: it is already in the state the change asks for.
     Remove(KeyId),
-    /// A user blocked (`true`) or unblocked.
+    /// A user blocked (`true`) or unblocked, by one authority. A user is
+    /// blocked while any authority blocks them: an admin's block survives
+    /// Haplo re-activating the user, and the other way round.
     Block {
         /// The user.
         user: UserId,
-        /// Whether their keys are refused.
+        /// Whether this authority refuses their keys.
         blocked: bool,
+        /// Who blocks or unblocks.
+        by: Blocker,
     },
+}
+
+/// Who blocked a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocker {
+    /// keygate's admin API.
+    Admin,
+    /// A Haplo application (the user is blocked or deleted there).
+    Haplo,
+}
+
+impl Blocker {
+    /// This authority's bit in a user's block flags (as stored).
+    pub(crate) fn bit(self) -> u8 {
+        match self {
+            Blocker::Admin => 1,
+            Blocker::Haplo => 2,
+        }
+    }
+
+    /// The authorities whose bits are set in `flags`.
+    pub fn all_in(flags: u8) -> impl Iterator<Item = Blocker> {
+        [Blocker::Admin, Blocker::Haplo]
+            .into_iter()
+            .filter(move |b| flags & b.bit() != 0)
+    }
+
+    /// A name for the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Blocker::Admin => "admin",
+            Blocker::Haplo => "haplo",
+        }
+    }
+}
+
+/// `flags` with `by`'s bit set or cleared.
+pub(crate) fn with_block(flags: u8, by: Blocker, blocked: bool) -> u8 {
+    if blocked {
+        flags | by.bit()
+    } else {
+        flags & !by.bit()
+    }
 }
 
 impl Change {

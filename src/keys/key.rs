@@ -163,6 +163,11 @@ impl<'a> PresentedKey<'a> {
     pub fn secret_hash(&self) -> SecretHash {
         SecretHash::of(self.secret)
     }
+
+    /// The secret part itself, for bcrypt (see `Keyring::prove_bcrypt`).
+    pub(crate) fn secret(&self) -> &'a [u8] {
+        self.secret
+    }
 }
 
 impl fmt::Debug for PresentedKey<'_> {

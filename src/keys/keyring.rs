@@ -36,11 +36,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::{ArcSwap, Guard};
 
+mod flush;
+
 use super::audit::{Action, AuditEvent};
 use super::intern::Interner;
 use super::snapshot::Builder;
 use super::store::AuditFrom;
-use super::{ApiKey, Change, Entry, KeyId, KeyRecord, Snapshot, Store, StoreError, UserId};
+use super::{
+    ApiKey, Blocker, Change, Entry, KeyHash, KeyId, KeyRecord, Origin, PresentedKey, SecretHash,
+    Snapshot, Store, StoreError, UserId,
+};
 use crate::scope::Scope;
 use crate::timestamp::{Clock, Timestamp};
 
@@ -85,12 +90,21 @@ struct Writer {
     removed: bool,
 }
 
-/// Creating a key failed.
+/// An admin write failed, or was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum CreateError {
+pub enum WriteError {
     /// The OS random source failed.
     #[error("cannot read OS randomness: {0}")]
     Random(getrandom::Error),
+    /// The key belongs to a Haplo application: Haplo, not keygate's admin
+    /// API, changes it.
+    #[error("key {id} belongs to Haplo application {app}; change it in Haplo")]
+    OwnedByHaplo {
+        /// The key.
+        id: KeyId,
+        /// The application.
+        app: u32,
+    },
     /// The store refused the write.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -205,9 +219,9 @@ impl Keyring {
     /// A new key whose id the store does not hold. A 96-bit id collision
     /// is practically impossible, but cheap to rule out; the store, not the
     /// snapshot, is asked, since changes may arrive from elsewhere.
-    fn fresh_key(&self) -> Result<ApiKey, CreateError> {
+    fn fresh_key(&self) -> Result<ApiKey, WriteError> {
         loop {
-            let key = ApiKey::generate().map_err(CreateError::Random)?;
+            let key = ApiKey::generate().map_err(WriteError::Random)?;
             if self.store.key(key.id())?.is_none() {
                 return Ok(key);
             }
@@ -220,19 +234,20 @@ impl Keyring {
         &self,
         new: NewKey,
         client: Option<&str>,
-    ) -> Result<(ApiKey, KeyRecord), CreateError> {
+    ) -> Result<(ApiKey, KeyRecord), WriteError> {
         let mut writer = self.writer();
         let key = self.fresh_key()?;
         let now = self.clock.now();
         let record = KeyRecord {
             id: key.id(),
-            hash: key.secret_hash(),
+            hash: KeyHash::Blake3(key.secret_hash()),
             user: new.user,
             name: new.name,
             scope: new.scope,
             created_at: now,
             expires_at: new.expires_at,
             last_used_at: None,
+            origin: Origin::Keygate,
         };
         let event = AuditEvent::for_key(Action::KeyCreated, &record, now, client);
         self.publish(&mut writer, &[Change::Upsert(record.clone())], &[event])?;
@@ -241,11 +256,12 @@ impl Keyring {
 
     /// Revokes a key: refused by every request that starts after this
     /// returns. `None` if no such key.
-    pub fn revoke(&self, id: KeyId, client: Option<&str>) -> Result<Option<KeyRecord>, StoreError> {
+    pub fn revoke(&self, id: KeyId, client: Option<&str>) -> Result<Option<KeyRecord>, WriteError> {
         let mut writer = self.writer();
         let Some(record) = self.store.key(id)? else {
             return Ok(None);
         };
+        owned_here(&record)?;
         let event = AuditEvent::for_key(Action::KeyRevoked, &record, self.clock.now(), client);
         self.publish(&mut writer, &[Change::Remove(id)], &[event])?;
         Ok(Some(record))
@@ -259,22 +275,24 @@ impl Keyring {
         id: KeyId,
         grace_secs: u64,
         client: Option<&str>,
-    ) -> Result<Option<Rotated>, CreateError> {
+    ) -> Result<Option<Rotated>, WriteError> {
         let mut writer = self.writer();
         let Some(old) = self.store.key(id)? else {
             return Ok(None);
         };
+        owned_here(&old)?;
         let key = self.fresh_key()?;
         let now = self.clock.now();
         let record = KeyRecord {
             id: key.id(),
-            hash: key.secret_hash(),
+            hash: KeyHash::Blake3(key.secret_hash()),
             user: old.user.clone(),
             name: old.name.clone(),
             scope: old.scope.clone(),
             created_at: now,
             expires_at: old.expires_at,
             last_used_at: None,
+            origin: Origin::Keygate,
         };
         let kept = (grace_secs > 0).then(|| {
             let until = now.plus_secs(grace_secs);
@@ -306,7 +324,8 @@ impl Keyring {
         }))
     }
 
-    /// Blocks or unblocks a user.
+    /// Blocks or unblocks a user as keygate's admin (a block by Haplo
+    /// stays in force until Haplo lifts it).
     pub fn set_blocked(
         &self,
         user: &UserId,
@@ -318,46 +337,9 @@ impl Keyring {
         let change = Change::Block {
             user: user.clone(),
             blocked,
+            by: Blocker::Admin,
         };
         self.publish(&mut writer, &[change], &[event])
-    }
-
-    /// Writes every last-use time recorded since the previous flush, in one
-    /// transaction. Returns how many keys were written.
-    ///
-    /// The scan for unwritten uses (every key: about 0.1 s at a million)
-    /// runs before the writer lock is taken, so admin writes only wait for
-    /// the batch commit itself. After revocations, it also lets the interner
-    /// forget users and scopes that no key has any more.
-    pub fn flush_last_used(&self) -> Result<usize, StoreError> {
-        let scanned = self.current.load_full();
-        let batch: Vec<(KeyId, Timestamp)> = scanned
-            .entries()
-            .filter_map(|e| e.unpersisted_use().map(|at| (e.id(), at)))
-            .collect();
-        drop(scanned);
-        let mut writer = self.writer();
-        if writer.removed {
-            // A snapshot still held elsewhere may keep an entry (and its
-            // user) alive a little longer; such a user is kept until the
-            // next prune, which is harmless.
-            writer.interner.prune();
-            writer.removed = false;
-        }
-        if batch.is_empty() {
-            return Ok(0);
-        }
-        self.store.record_last_used(&batch)?;
-        // Mark on the entries now published: they are the same `Arc`s
-        // unless a key changed meanwhile, and a changed key carries its
-        // times over (see `Snapshot::with_key`).
-        let current = self.current.load_full();
-        for (id, at) in &batch {
-            if let Some(entry) = current.entry(id) {
-                entry.mark_persisted(*at);
-            }
-        }
-        Ok(batch.len())
     }
 
     /// The audit trail from `from`, at most `limit` events.
@@ -367,5 +349,13 @@ impl Keyring {
         limit: usize,
     ) -> Result<Vec<(u64, AuditEvent)>, StoreError> {
         self.store.audit(from, limit)
+    }
+}
+
+/// Refuses a change through keygate's admin API to a key Haplo owns.
+fn owned_here(record: &KeyRecord) -> Result<(), WriteError> {
+    match record.origin {
+        Origin::Keygate => Ok(()),
+        Origin::Haplo { app, .. } => Err(WriteError::OwnedByHaplo { id: record.id, app }),
     }
 }

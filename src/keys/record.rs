@@ -1,8 +1,12 @@
 //! What the store keeps for one key, and its on-disk encoding.
 //!
 //! Records are encoded with postcard (compact, schema-less serde) behind a
-//! one-byte format version, so a later field can be added as version 2
-//! without rewriting the table: the decoder reads both.
+//! one-byte format version, so a later field can be added without
+//! rewriting the table: the decoder reads every version. Version 1 is a
+//! keygate key (a BLAKE3 hash); version 2 adds what a key imported from
+//! Haplo needs (its bcrypt hash, and no BLAKE3 hash until first use). A
+//! keygate key is still written as version 1, so a store without Haplo
+//! keys stays readable by the keygate before this one.
 //!
 //! Start-up decodes a million records, so [`decode_stored`] borrows the
 //! strings from the page it reads instead of allocating them: the snapshot
@@ -11,20 +15,39 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{KeyId, SecretHash, UserId};
+use super::{BcryptHash, KeyHash, KeyId, SecretHash, UserId};
 use crate::scope::Scope;
 use crate::timestamp::Timestamp;
 
-/// Current record format.
+/// A keygate key.
 const FORMAT_V1: u8 = 1;
+/// Any key; needed for keys imported from Haplo.
+const FORMAT_V2: u8 = 2;
+
+/// Who owns a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Issued by keygate, and managed through its admin API.
+    Keygate,
+    /// Imported from (or followed in) a Haplo application. Haplo owns it:
+    /// keygate's admin API does not change it.
+    Haplo {
+        /// The application's id.
+        app: u32,
+        /// The bcrypt hash Haplo stores for it. Kept after the key's first
+        /// use (when keygate's own hash becomes BLAKE3), so that a sync can
+        /// tell an unchanged key from one Haplo replaced.
+        bcrypt: BcryptHash,
+    },
+}
 
 /// One key as stored: everything but the key itself.
 #[derive(Clone, Debug)]
 pub struct KeyRecord {
     /// The public id (also the table key).
     pub id: KeyId,
-    /// BLAKE3 of the secret part.
-    pub hash: SecretHash,
+    /// What the secret part is checked against.
+    pub hash: KeyHash,
     /// The key's owner.
     pub user: UserId,
     /// A short description chosen by the admin.
@@ -37,6 +60,8 @@ pub struct KeyRecord {
     pub expires_at: Option<Timestamp>,
     /// When the key last authenticated a request, if known.
     pub last_used_at: Option<Timestamp>,
+    /// Who owns the key.
+    pub origin: Origin,
 }
 
 impl KeyRecord {
@@ -70,53 +95,163 @@ pub enum DecodeError {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct KeyRow<'a> {
     pub(crate) id: KeyId,
-    pub(crate) hash: [u8; 32],
+    pub(crate) hash: RowHash<'a>,
     pub(crate) user: &'a str,
     pub(crate) scope: &'a str,
     pub(crate) expires_at: Option<i64>,
     pub(crate) last_used_at: Option<i64>,
 }
 
-/// A record as encoded, borrowing its strings from the stored bytes. Not
-/// validated: [`KeyRecord::decode`] and the snapshot's interner validate
-/// the user and scope.
+/// What a [`KeyRow`]'s secret is checked against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RowHash<'a> {
+    Blake3([u8; 32]),
+    Bcrypt(&'a str),
+}
+
+/// A record as encoded in version 1, borrowing its strings from the
+/// stored bytes.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct StoredV1<'a> {
-    pub(crate) hash: [u8; 32],
+struct StoredV1<'a> {
+    hash: [u8; 32],
+    user: &'a str,
+    name: &'a str,
+    scope: &'a str,
+    created_at: i64,
+    expires_at: Option<i64>,
+    last_used_at: Option<i64>,
+}
+
+/// A record as encoded in version 2.
+#[derive(Serialize, Deserialize)]
+struct StoredV2<'a> {
+    /// `None` for an imported key not yet used: its `haplo.bcrypt` is
+    /// then what the secret is checked against.
+    blake3: Option<[u8; 32]>,
+    user: &'a str,
+    name: &'a str,
+    scope: &'a str,
+    created_at: i64,
+    expires_at: Option<i64>,
+    last_used_at: Option<i64>,
+    #[serde(borrow)]
+    haplo: Option<StoredHaplo<'a>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredHaplo<'a> {
+    app: u32,
+    bcrypt: &'a str,
+}
+
+/// A stored record of any version, borrowing its strings from the stored
+/// bytes. Not validated: [`KeyRecord::decode`] and the snapshot's interner
+/// validate the user and scope.
+pub(crate) struct Stored<'a> {
+    pub(crate) hash: RowHash<'a>,
     pub(crate) user: &'a str,
     pub(crate) name: &'a str,
     pub(crate) scope: &'a str,
     pub(crate) created_at: i64,
     pub(crate) expires_at: Option<i64>,
     pub(crate) last_used_at: Option<i64>,
+    /// The Haplo application and bcrypt hash of an imported key.
+    pub(crate) haplo: Option<(u32, &'a str)>,
 }
 
 /// Decodes a record read from the `keys` table without copying it.
-pub(crate) fn decode_stored(bytes: &[u8]) -> Result<StoredV1<'_>, DecodeError> {
+pub(crate) fn decode_stored(bytes: &[u8]) -> Result<Stored<'_>, DecodeError> {
     let (&format, body) = bytes
         .split_first()
         .ok_or(DecodeError::Invalid("empty record"))?;
-    if format != FORMAT_V1 {
-        return Err(DecodeError::UnknownFormat(format));
+    match format {
+        FORMAT_V1 => {
+            let v1: StoredV1<'_> = postcard::from_bytes(body)?;
+            Ok(Stored {
+                hash: RowHash::Blake3(v1.hash),
+                user: v1.user,
+                name: v1.name,
+                scope: v1.scope,
+                created_at: v1.created_at,
+                expires_at: v1.expires_at,
+                last_used_at: v1.last_used_at,
+                haplo: None,
+            })
+        }
+        FORMAT_V2 => {
+            let v2: StoredV2<'_> = postcard::from_bytes(body)?;
+            let haplo = v2.haplo.map(|h| (h.app, h.bcrypt));
+            let hash = match (v2.blake3, haplo) {
+                (Some(hash), _) => RowHash::Blake3(hash),
+                (None, Some((_, bcrypt))) => RowHash::Bcrypt(bcrypt),
+                (None, None) => return Err(DecodeError::Invalid("hash")),
+            };
+            Ok(Stored {
+                hash,
+                user: v2.user,
+                name: v2.name,
+                scope: v2.scope,
+                created_at: v2.created_at,
+                expires_at: v2.expires_at,
+                last_used_at: v2.last_used_at,
+                haplo,
+            })
+        }
+        other => Err(DecodeError::UnknownFormat(other)),
     }
-    Ok(postcard::from_bytes(body)?)
 }
 
 impl KeyRecord {
-    /// Encodes the record for the `keys` table.
+    /// Encodes the record for the `keys` table: version 1 for a keygate
+    /// key, version 2 for a key from Haplo.
     pub(crate) fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
-        let stored = StoredV1 {
-            hash: *self.hash.as_bytes(),
-            user: self.user.as_str(),
-            name: &self.name,
-            scope: self.scope.as_str(),
-            created_at: self.created_at.unix(),
-            expires_at: self.expires_at.map(Timestamp::unix),
-            last_used_at: self.last_used_at.map(Timestamp::unix),
-        };
-        let mut out = vec![FORMAT_V1];
-        out.extend_from_slice(&postcard::to_stdvec(&stored)?);
-        Ok(out)
+        let common = (
+            self.user.as_str(),
+            self.name.as_str(),
+            self.scope.as_str(),
+            self.created_at.unix(),
+            self.expires_at.map(Timestamp::unix),
+            self.last_used_at.map(Timestamp::unix),
+        );
+        let (user, name, scope, created_at, expires_at, last_used_at) = common;
+        match (&self.hash, &self.origin) {
+            (KeyHash::Blake3(hash), Origin::Keygate) => {
+                let stored = StoredV1 {
+                    hash: *hash.as_bytes(),
+                    user,
+                    name,
+                    scope,
+                    created_at,
+                    expires_at,
+                    last_used_at,
+                };
+                let mut out = vec![FORMAT_V1];
+                out.extend_from_slice(&postcard::to_stdvec(&stored)?);
+                Ok(out)
+            }
+            (hash, origin) => {
+                let haplo = match origin {
+                    Origin::Haplo { app, bcrypt } => Some(StoredHaplo {
+                        app: *app,
+                        bcrypt: bcrypt.as_str(),
+                    }),
+                    Origin::Keygate => None,
+                };
+                let stored = StoredV2 {
+                    blake3: hash.blake3().map(|h| *h.as_bytes()),
+                    user,
+                    name,
+                    scope,
+                    created_at,
+                    expires_at,
+                    last_used_at,
+                    haplo,
+                };
+                let mut out = vec![FORMAT_V2];
+                out.extend_from_slice(&postcard::to_stdvec(&stored)?);
+                Ok(out)
+            }
+        }
     }
 
     /// Decodes a record read from the `keys` table under `id`.
@@ -125,16 +260,28 @@ impl KeyRecord {
     }
 
     /// Validates and copies a decoded record.
-    pub(crate) fn from_stored(id: KeyId, stored: &StoredV1<'_>) -> Result<Self, DecodeError> {
+    pub(crate) fn from_stored(id: KeyId, stored: &Stored<'_>) -> Result<Self, DecodeError> {
+        let bcrypt =
+            |text: &str| BcryptHash::parse(text).map_err(|_| DecodeError::Invalid("bcrypt hash"));
         Ok(KeyRecord {
             id,
-            hash: SecretHash::from_bytes(stored.hash),
+            hash: match stored.hash {
+                RowHash::Blake3(bytes) => KeyHash::Blake3(SecretHash::from_bytes(bytes)),
+                RowHash::Bcrypt(text) => KeyHash::Bcrypt(bcrypt(text)?),
+            },
             user: UserId::parse(stored.user).map_err(|_| DecodeError::Invalid("user"))?,
             name: stored.name.to_owned(),
             scope: Scope::parse(stored.scope).map_err(|_| DecodeError::Invalid("scope"))?,
             created_at: Timestamp::from_unix(stored.created_at),
             expires_at: stored.expires_at.map(Timestamp::from_unix),
             last_used_at: stored.last_used_at.map(Timestamp::from_unix),
+            origin: match stored.haplo {
+                Some((app, text)) => Origin::Haplo {
+                    app,
+                    bcrypt: bcrypt(text)?,
+                },
+                None => Origin::Keygate,
+            },
         })
     }
 }
@@ -149,16 +296,22 @@ mod tests {
         let key = ApiKey::generate().unwrap();
         let record = KeyRecord {
             id: key.id(),
-            hash: key.secret_hash(),
+            hash: KeyHash::Blake3(key.secret_hash()),
             user: UserId::parse("alice").unwrap(),
             name: "deploy bot".into(),
             scope: Scope::parse("=/api/x").unwrap(),
             created_at: Timestamp::from_unix(1),
             expires_at: Some(Timestamp::from_unix(2)),
             last_used_at: None,
+            origin: Origin::Keygate,
         };
-        let back = KeyRecord::decode(record.id, &record.encode().unwrap()).unwrap();
-        assert!(back.hash.matches(&key.secret_hash()));
+        let encoded = record.encode().unwrap();
+        assert_eq!(
+            encoded[0], FORMAT_V1,
+            "a keygate key stays readable by older builds"
+        );
+        let back = KeyRecord::decode(record.id, &encoded).unwrap();
+        assert!(back.hash.blake3().unwrap().matches(&key.secret_hash()));
         assert_eq!(back.user, record.user);
         assert_eq!(back.scope, record.scope);
         assert_eq!(back.expires_at, record.expires_at);
@@ -166,5 +319,34 @@ mod tests {
             KeyRecord::decode(record.id, &[9, 0]),
             Err(DecodeError::UnknownFormat(9))
         ));
+    }
+
+    #[test]
+    fn imported_keys_round_trip_before_and_after_their_upgrade() {
+        let key = ApiKey::generate().unwrap();
+        let bcrypt =
+            BcryptHash::parse("$2a$05$abcdefghijklmnopqrstuu5a7tXDgqzOMWeLYoTBQ0mOg4bcAyv8C")
+                .unwrap();
+        let mut record = KeyRecord {
+            id: key.id(),
+            hash: KeyHash::Bcrypt(bcrypt.clone()),
+            user: UserId::parse("1234").unwrap(),
+            name: "from haplo".into(),
+            scope: Scope::parse("/api/").unwrap(),
+            created_at: Timestamp::from_unix(1),
+            expires_at: None,
+            last_used_at: None,
+            origin: Origin::Haplo {
+                app: 4000,
+                bcrypt: bcrypt.clone(),
+            },
+        };
+        let back = KeyRecord::decode(record.id, &record.encode().unwrap()).unwrap();
+        assert!(matches!(&back.hash, KeyHash::Bcrypt(b) if *b == bcrypt));
+        assert_eq!(back.origin, record.origin);
+        record.hash = KeyHash::Blake3(key.secret_hash());
+        let back = KeyRecord::decode(record.id, &record.encode().unwrap()).unwrap();
+        assert!(back.hash.blake3().unwrap().matches(&key.secret_hash()));
+        assert_eq!(back.origin, record.origin, "the bcrypt hash is kept");
     }
 }

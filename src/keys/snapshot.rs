@@ -18,8 +18,8 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use super::change::Change;
-use super::entry::Entry;
+use super::change::{with_block, Blocker, Change};
+use super::entry::{Checked, Entry};
 use super::intern::Interner;
 use super::{KeyId, KeyRecord, PresentedKey, SecretHash, UserId};
 use crate::timestamp::Timestamp;
@@ -37,6 +37,9 @@ pub enum Verified<'a> {
     Valid(&'a Entry),
     /// Unknown id, wrong secret, malformed or expired: all one answer.
     Invalid,
+    /// A key imported from Haplo and not yet used: only bcrypt (slow, so
+    /// not here) can tell whether the secret is right.
+    NeedsBcrypt(&'a Entry),
 }
 
 /// An entry in a shard's set, hashed and compared by its id so that the set
@@ -88,7 +91,8 @@ fn shard_of(id: &KeyId) -> usize {
 pub struct Snapshot {
     shards: Arc<[Arc<Shard>]>,
     len: usize,
-    blocked: imbl::HashSet<UserId>,
+    /// Blocked users and who blocks them ([`Blocker`] bits).
+    blocked: imbl::HashMap<UserId, u8>,
 }
 
 impl Default for Snapshot {
@@ -142,8 +146,8 @@ impl Builder {
         }
     }
 
-    /// The snapshot, with its blocked users.
-    pub(crate) fn finish(self, blocked: impl IntoIterator<Item = UserId>) -> Snapshot {
+    /// The snapshot, with its blocked users and their block flags.
+    pub(crate) fn finish(self, blocked: impl IntoIterator<Item = (UserId, u8)>) -> Snapshot {
         let empty = Arc::new(Shard::default());
         Snapshot {
             shards: self
@@ -177,7 +181,7 @@ impl Snapshot {
         for record in keys {
             builder.insert(Entry::interned(&record, &mut interner));
         }
-        builder.finish(blocked)
+        builder.finish(blocked.into_iter().map(|user| (user, Blocker::Admin.bit())))
     }
 
     /// Verifies a presented key.
@@ -193,10 +197,11 @@ impl Snapshot {
         };
         let hash = key.secret_hash();
         match self.entry(&key.id()) {
-            Some(entry) if entry.hash.matches(&hash) && !entry.is_expired(now) => {
-                Verified::Valid(entry)
-            }
-            Some(_) => Verified::Invalid,
+            Some(entry) => match entry.check(&hash) {
+                Checked::Match if !entry.is_expired(now) => Verified::Valid(entry),
+                Checked::NeedsBcrypt if !entry.is_expired(now) => Verified::NeedsBcrypt(entry),
+                Checked::Match | Checked::Mismatch | Checked::NeedsBcrypt => Verified::Invalid,
+            },
             None => {
                 let _ = SecretHash::decoy().matches(&hash);
                 Verified::Invalid
@@ -207,7 +212,12 @@ impl Snapshot {
     /// Whether a user is blocked. Free when nobody is.
     #[inline]
     pub fn is_blocked(&self, user: &str) -> bool {
-        !self.blocked.is_empty() && self.blocked.contains(user)
+        !self.blocked.is_empty() && self.blocked.contains_key(user)
+    }
+
+    /// Who blocks a user (empty when nobody does).
+    pub fn blocked_by(&self, user: &str) -> impl Iterator<Item = Blocker> {
+        Blocker::all_in(self.blocked.get(user).copied().unwrap_or(0))
     }
 
     /// One key's entry (what the request path reads, plus the live
@@ -284,15 +294,18 @@ impl Snapshot {
                 }
                 Change::Block {
                     user,
-                    blocked: true,
+                    blocked: block,
+                    by,
                 } => {
-                    blocked.insert(user.clone());
-                }
-                Change::Block {
-                    user,
-                    blocked: false,
-                } => {
-                    blocked.remove(user);
+                    let flags = blocked.get(user).copied().unwrap_or(0);
+                    match with_block(flags, *by, *block) {
+                        0 => {
+                            blocked.remove(user);
+                        }
+                        flags => {
+                            blocked.insert(user.clone(), flags);
+                        }
+                    }
                 }
             }
         }
@@ -328,19 +341,20 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::ApiKey;
+    use crate::keys::{ApiKey, KeyHash, Origin};
     use crate::scope::Scope;
 
     fn record(key: &ApiKey, user: &str) -> KeyRecord {
         KeyRecord {
             id: key.id(),
-            hash: key.secret_hash(),
+            hash: KeyHash::Blake3(key.secret_hash()),
             user: UserId::parse(user).unwrap(),
             name: "n".into(),
             scope: Scope::parse("/api/").unwrap(),
             created_at: Timestamp::from_unix(1),
             expires_at: Some(Timestamp::from_unix(100)),
             last_used_at: None,
+            origin: Origin::Keygate,
         }
     }
 
@@ -402,6 +416,7 @@ mod tests {
             &[Change::Block {
                 user: alice.clone(),
                 blocked: true,
+                by: Blocker::Admin,
             }],
             &mut interner,
         );
@@ -411,9 +426,26 @@ mod tests {
             next.entry(&same).unwrap()
         ));
         let unblocked = blocking.apply(
+            &[
+                Change::Block {
+                    user: alice.clone(),
+                    blocked: true,
+                    by: Blocker::Haplo,
+                },
+                Change::Block {
+                    user: alice.clone(),
+                    blocked: false,
+                    by: Blocker::Admin,
+                },
+            ],
+            &mut interner,
+        );
+        assert!(unblocked.is_blocked("alice"), "Haplo still blocks");
+        let unblocked = unblocked.apply(
             &[Change::Block {
                 user: alice,
                 blocked: false,
+                by: Blocker::Haplo,
             }],
             &mut interner,
         );

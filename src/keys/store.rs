@@ -7,7 +7,7 @@
 //! |-------------|----------------|---------------------------------------|
 //! | `meta`      | `"schema"`     | schema version (`u64`)                |
 //! | `keys`      | key id (`str`) | versioned record ([`KeyRecord`])      |
-//! | `users`     | user id        | `1` when blocked (absent = active)    |
+//! | `users`     | user id        | block flags: 1 admin, 2 Haplo (absent = active) |
 //! | `last_used` | key id         | Unix seconds of the latest use        |
 //! | `audit`     | sequence `u64` | JSON [`AuditEvent`]                   |
 //!
@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::audit::AuditEvent;
-use super::change::Change;
+use super::change::{with_block, Change};
 use super::record::DecodeError;
 use super::{KeyId, KeyRecord, UserId};
 use crate::timestamp::Timestamp;
@@ -240,31 +240,34 @@ impl Store {
                         keys.remove(id.as_str()).map_err(StoreError::redb)?;
                         last_used.remove(id.as_str()).map_err(StoreError::redb)?;
                     }
-                    Change::Block {
-                        user,
-                        blocked: true,
-                    } => {
-                        users.insert(user.as_str(), 1u8).map_err(StoreError::redb)?;
-                    }
-                    Change::Block {
-                        user,
-                        blocked: false,
-                    } => {
-                        users.remove(user.as_str()).map_err(StoreError::redb)?;
+                    Change::Block { user, blocked, by } => {
+                        let flags = users
+                            .get(user.as_str())
+                            .map_err(StoreError::redb)?
+                            .map_or(0, |v| v.value());
+                        match with_block(flags, *by, *blocked) {
+                            0 => {
+                                users.remove(user.as_str()).map_err(StoreError::redb)?;
+                            }
+                            flags => {
+                                users
+                                    .insert(user.as_str(), flags)
+                                    .map_err(StoreError::redb)?;
+                            }
+                        }
                     }
                 }
             }
             let mut audit = txn.open_table(AUDIT).map_err(StoreError::redb)?;
-            let mut next = audit
+            let next = audit
                 .last()
                 .map_err(StoreError::redb)?
                 .map_or(1, |(seq, _)| seq.value() + 1);
-            for event in events {
+            for (seq, event) in (next..).zip(events) {
                 let bytes = serde_json::to_vec(event)?;
                 audit
-                    .insert(next, bytes.as_slice())
+                    .insert(seq, bytes.as_slice())
                     .map_err(StoreError::redb)?;
-                next += 1;
             }
             Ok(())
         })

@@ -15,7 +15,7 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 
 use crate::auth::{CredentialsError, Denied};
@@ -29,6 +29,8 @@ pub enum Blame {
     Client,
     /// The upstream failed or was too slow.
     Upstream,
+    /// keygate itself could not take the request now.
+    Keygate,
 }
 
 /// Why a request was malformed.
@@ -94,6 +96,9 @@ pub enum Refusal {
     BadGateway(UpstreamCause),
     /// 504 `GATEWAY-TIMEOUT`.
     GatewayTimeout,
+    /// 503 `TEMPORARILY-UNAVAILABLE`, with `Retry-After`: too many keys
+    /// imported from Haplo are waiting for their first (bcrypt) check.
+    Busy,
 }
 
 impl Refusal {
@@ -104,6 +109,7 @@ impl Refusal {
             Refusal::Denied(_) => StatusCode::FORBIDDEN,
             Refusal::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Refusal::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::Busy => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -114,6 +120,7 @@ impl Refusal {
             Refusal::Denied(denied) => denied.kind(),
             Refusal::BadGateway(_) => "BAD-GATEWAY",
             Refusal::GatewayTimeout => "GATEWAY-TIMEOUT",
+            Refusal::Busy => "TEMPORARILY-UNAVAILABLE",
         }
     }
 
@@ -122,6 +129,7 @@ impl Refusal {
         match self {
             Refusal::BadRequest(_) | Refusal::Denied(_) => Blame::Client,
             Refusal::BadGateway(_) | Refusal::GatewayTimeout => Blame::Upstream,
+            Refusal::Busy => Blame::Keygate,
         }
     }
 
@@ -132,6 +140,7 @@ impl Refusal {
             Refusal::Denied(denied) => denied.outcome(),
             Refusal::BadGateway(_) => "upstream-error",
             Refusal::GatewayTimeout => "upstream-timeout",
+            Refusal::Busy => "busy",
         }
     }
 
@@ -176,6 +185,9 @@ impl Refusal {
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+        if self == Refusal::Busy {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }
@@ -208,6 +220,9 @@ impl fmt::Display for Refusal {
             Refusal::GatewayTimeout => {
                 f.write_str("Gateway timeout: the application did not respond in time")
             }
+            Refusal::Busy => f.write_str(
+                "Temporarily unavailable: too many keys are being checked for the first time; retry shortly",
+            ),
         }
     }
 }

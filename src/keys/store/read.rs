@@ -10,7 +10,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::{AuditFrom, Contents, Store, StoreError, AUDIT, KEYS, LAST_USED, USERS};
 use crate::keys::audit::AuditEvent;
-use crate::keys::record::{decode_stored, DecodeError, KeyRow, StoredV1};
+use crate::keys::record::{decode_stored, DecodeError, KeyRow, Stored};
 use crate::keys::{KeyId, KeyRecord, UserId};
 use crate::timestamp::Timestamp;
 
@@ -26,7 +26,11 @@ impl Store {
             contents.keys.push(record);
             Ok(())
         })?;
-        contents.blocked = self.blocked_users()?;
+        contents.blocked = self
+            .blocked_users()?
+            .into_iter()
+            .map(|(user, _)| user)
+            .collect();
         Ok(contents)
     }
 
@@ -61,7 +65,7 @@ impl Store {
     /// encoded, with the time from `last_used` beside it.
     fn scan_stored(
         &self,
-        mut each: impl FnMut(KeyId, &StoredV1<'_>, Option<i64>) -> Result<(), DecodeError>,
+        mut each: impl FnMut(KeyId, &Stored<'_>, Option<i64>) -> Result<(), DecodeError>,
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(StoreError::redb)?;
         let last_used_table = txn.open_table(LAST_USED).map_err(StoreError::redb)?;
@@ -99,19 +103,20 @@ impl Store {
         Ok(())
     }
 
-    /// Users currently blocked.
-    pub(crate) fn blocked_users(&self) -> Result<Vec<UserId>, StoreError> {
+    /// Users currently blocked, with their block flags (see
+    /// [`crate::keys::Blocker`]).
+    pub(crate) fn blocked_users(&self) -> Result<Vec<(UserId, u8)>, StoreError> {
         let txn = self.db.begin_read().map_err(StoreError::redb)?;
         let users = txn.open_table(USERS).map_err(StoreError::redb)?;
         let mut blocked = Vec::new();
         for entry in users.iter().map_err(StoreError::redb)? {
             let (user, flag) = entry.map_err(StoreError::redb)?;
-            if flag.value() == 1 {
+            if flag.value() != 0 {
                 let user = UserId::parse(user.value()).map_err(|_| StoreError::Corrupt {
                     id: user.value().escape_default().to_string(),
                     source: DecodeError::Invalid("user id in users table"),
                 })?;
-                blocked.push(user);
+                blocked.push((user, flag.value()));
             }
         }
         Ok(blocked)
@@ -223,7 +228,7 @@ impl Store {
 }
 
 /// One row of the `keys` table, decoded without copying.
-fn stored_key<'a>(id: &str, value: &'a [u8]) -> Result<(KeyId, StoredV1<'a>), StoreError> {
+fn stored_key<'a>(id: &str, value: &'a [u8]) -> Result<(KeyId, Stored<'a>), StoreError> {
     let parsed = KeyId::parse(id).ok_or_else(|| StoreError::Corrupt {
         id: id.escape_default().to_string(),
         source: DecodeError::Invalid("key id"),

@@ -1,0 +1,120 @@
+//! What the keyring learns on the request path and writes later, in
+//! batches: last-use times, and the BLAKE3 hashes of keys imported from
+//! Haplo once bcrypt has proven them.
+//!
+//! Both are recorded in memory first (atomics and a once-cell on the
+//! entry), so the request path never waits for the store, and written by
+//! the periodic flush. A crash between the two loses only what the next
+//! use records again: a last-use time, or one more bcrypt check.
+
+use super::{Change, Entry, KeyHash, KeyId, Keyring, PresentedKey, SecretHash, StoreError};
+use crate::timestamp::Timestamp;
+
+impl Keyring {
+    /// Writes every last-use time recorded since the previous flush, in one
+    /// transaction, and the BLAKE3 hashes of imported keys proven since
+    /// then (see [`Keyring::prove_bcrypt`]). Returns how many keys were
+    /// written.
+    ///
+    /// The scan for unwritten uses (every key: about 0.1 s at a million)
+    /// runs before the writer lock is taken, so admin writes only wait for
+    /// the batch commit itself. After revocations, it also lets the interner
+    /// forget users and scopes that no key has any more.
+    pub fn flush_last_used(&self) -> Result<usize, StoreError> {
+        let scanned = self.current.load_full();
+        let mut batch: Vec<(KeyId, Timestamp)> = Vec::new();
+        let mut upgraded: Vec<(KeyId, SecretHash)> = Vec::new();
+        for entry in scanned.entries() {
+            if let Some(at) = entry.unpersisted_use() {
+                batch.push((entry.id(), at));
+            }
+            if let Some(hash) = entry.unpersisted_upgrade() {
+                upgraded.push((entry.id(), hash));
+            }
+        }
+        drop(scanned);
+        let mut writer = self.writer();
+        if writer.removed {
+            // A snapshot still held elsewhere may keep an entry (and its
+            // user) alive a little longer; such a user is kept until the
+            // next prune, which is harmless.
+            writer.interner.prune();
+            writer.removed = false;
+        }
+        let upgrades = self.upgrades(&upgraded)?;
+        self.publish(&mut writer, &upgrades, &[])?;
+        if batch.is_empty() {
+            return Ok(upgrades.len());
+        }
+        self.store.record_last_used(&batch)?;
+        // Mark on the entries now published: they are the same `Arc`s
+        // unless a key changed meanwhile, and a changed key carries its
+        // times over (see `Snapshot::apply`).
+        let current = self.current.load_full();
+        for (id, at) in &batch {
+            if let Some(entry) = current.entry(id) {
+                entry.mark_persisted(*at);
+            }
+        }
+        Ok(batch.len() + upgrades.len())
+    }
+
+    /// The stored records of keys proven with bcrypt, with their BLAKE3
+    /// hash in place of the bcrypt one. A key replaced or removed since it
+    /// was proven (a sync, an import) is left as the store has it.
+    fn upgrades(&self, proven: &[(KeyId, SecretHash)]) -> Result<Vec<Change>, StoreError> {
+        let current = self.current.load_full();
+        let mut changes = Vec::with_capacity(proven.len());
+        for (id, hash) in proven {
+            // Under the writer lock: the entry in force is the stored key
+            // unless a change is being published, which it is not.
+            let same_entry = current
+                .entry(id)
+                .and_then(Entry::unpersisted_upgrade)
+                .is_some_and(|upgraded| upgraded.matches(hash));
+            if !same_entry {
+                continue;
+            }
+            if let Some(mut record) = self.store.key(*id)? {
+                if matches!(record.hash, KeyHash::Bcrypt(_)) {
+                    record.hash = KeyHash::Blake3(*hash);
+                    changes.push(Change::Upsert(record));
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Proves a presented key against its bcrypt hash, for a key imported
+    /// from Haplo and not yet used. Slow by design (bcrypt's cost): callers
+    /// run it on the blocking pool, a bounded number at a time. On success
+    /// the key's entry is upgraded in memory at once, so the request that
+    /// asked (and every later one) is checked with BLAKE3; the store learns
+    /// the new hash at the next flush. Returns whether the key is proven
+    /// (also when another request proved it meanwhile).
+    pub fn prove_bcrypt(&self, presented: &[u8]) -> bool {
+        let Some(key) = PresentedKey::parse(presented) else {
+            return false;
+        };
+        let pending = {
+            let snapshot = self.current.load();
+            match snapshot.entry(&key.id()) {
+                None => return false,
+                Some(entry) => match entry.pending_bcrypt() {
+                    Some(bcrypt) => bcrypt.clone(),
+                    // Proven meanwhile: the caller's next check decides.
+                    None => return true,
+                },
+            }
+        };
+        if !pending.verify(key.secret()) {
+            return false;
+        }
+        // The snapshot may have been swapped while bcrypt ran; upgrade the
+        // entry in force now, if it is still the same imported key.
+        if let Some(entry) = self.current.load().entry(&key.id()) {
+            entry.upgrade(&pending, key.secret_hash());
+        }
+        true
+    }
+}
