@@ -9,8 +9,9 @@
 //! and LF in values), absolute-form, authority-form, `*` and fragments,
 //! pipelining where only the first request carries a key, identity-header
 //! aliases, `X-ONEIS-Key` tricks and odd Basic credentials; and, since
-//! issue 14, `Host` values that are not a plain host and port, and
-//! `Upgrade: h2c` (smuggling HTTP/2 past the scope check).
+//! issue 14, `Host` values that are not a plain host and port, forged
+//! client-address headers in any spelling, and `Upgrade: h2c` (smuggling
+//! HTTP/2 past the scope check).
 //!
 //! Each case is one line: a name, the answers keygate must give (in order,
 //! one per request keygate reads from the connection), the requests the
@@ -18,8 +19,8 @@
 //! On top of each case's own expectations, every request the upstream ever
 //! receives is checked against the invariant that matters: it is inside
 //! alice's `/api/` scope, it carries alice's identity and key id exactly
-//! once, it carries no credential and no forged identity, and no upgrade but
-//! a WebSocket's.
+//! once, it carries no credential and no forged identity or client-address
+//! value, and no upgrade but a WebSocket's.
 
 mod support;
 
@@ -162,6 +163,17 @@ const CORPUS: &[Case] = &[
     ("Host an IPvFuture literal", &[Bad], &[], b"GET /api/x HTTP/1.1\r\nHost: [v1.app]\r\n{AUTH}{CLOSE}"),
     ("Host a non-canonical IPv4", &[Bad], &[], b"GET /api/x HTTP/1.1\r\nHost: 127.1\r\n{AUTH}{CLOSE}"),
     ("absolute-form with userinfo that Host repeats", &[Bad], &[], b"GET http://alice@app.example/api/x HTTP/1.1\r\nHost: alice@app.example\r\n{AUTH}{CLOSE}"),
+    // ---- Client-address headers: only keygate's reach the upstream -----
+    ("X-Real-IP forged", &[OK], &["/api/x"], b"GET /api/x HTTP/1.1\r\n{HOST}{AUTH}X-Real-IP: forged\r\n{CLOSE}"),
+    ("x_real_ip forged", &[OK], &["/api/x"], b"GET /api/x HTTP/1.1\r\n{HOST}{AUTH}x_real_ip: forged\r\n{CLOSE}"),
+    ("X-Client-IP forged", &[OK], &["/api/x"], b"GET /api/x HTTP/1.1\r\n{HOST}{AUTH}X-Client-IP: forged\r\n{CLOSE}"),
+    ("True-Client-IP forged", &[OK], &["/api/x"], b"GET /api/x HTTP/1.1\r\n{HOST}{AUTH}True-Client-IP: forged\r\n{CLOSE}"),
+    ("X-Forwarded-Host forged", &[OK], &["/api/x"], b"GET /api/x HTTP/1.1\r\n{HOST}{AUTH}X-Forwarded-Host: forged\r\n{CLOSE}"),
+    ("X-Forwarded-Port forged", &[OK], &["/api/x"], b"GET /api/x HTTP/1.1\r\n{HOST}{AUTH}X-Forwarded-Port: forged\r\n{CLOSE}"),
+    ("X_Forwarded_For forged", &[OK], &["/api/x"], b"GET /api/x HTTP/1.1\r\n{HOST}{AUTH}X_Forwarded_For: forged\r\n{CLOSE}"),
+    ("X-Forwarded_Proto forged", &[OK], &["/api/x"], b"GET /api/x HTTP/1.1\r\n{HOST}{AUTH}X-Forwarded_Proto: forged\r\n{CLOSE}"),
+    ("Forwarded forged", &[OK], &["/api/x"], b"GET /api/x HTTP/1.1\r\n{HOST}{AUTH}Forwarded: for=forged\r\n{CLOSE}"),
+    ("CF-Connecting-IP forged", &[OK], &["/api/x"], b"GET /api/x HTTP/1.1\r\n{HOST}{AUTH}CF-Connecting-IP: forged\r\n{CLOSE}"),
     // ---- Upgrades: only to protocols on the list (websocket) ------------
     ("Upgrade h2c in scope goes as an ordinary request", &[OK], &["/api/x"], b"GET /api/x HTTP/1.1\r\n{HOST}{AUTH}Connection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"),
     ("Upgrade h2c with HTTP2-Settings not in Connection", &[OK], &["/api/x"], b"GET /api/x HTTP/1.1\r\n{HOST}{AUTH}Connection: Upgrade, close\r\nUpgrade: h2c\r\nHTTP2-Settings: forged\r\n\r\n"),

@@ -15,34 +15,44 @@
 //!    `X-HAPLO-USER` are the same header to many frameworks (oauth2-proxy
 //!    CVE-2025-64484 was exactly this). The credentials (`Authorization`,
 //!    `X-ONEIS-Key`) go too.
-//! 3. For an authenticated request only, the identity headers are set.
-//! 4. `X-Forwarded-For` gains the peer address and `X-Forwarded-Proto` is
-//!    set; client-sent values (and `Forwarded`) survive only from trusted
-//!    proxies.
+//! 3. Client-address headers (`forwarding`): from a peer that is not in
+//!    `trusted_proxies`, every one of them is removed in any case and
+//!    `_`/`-` spelling: `Forwarded`, `Forwarded-For`, `X-Forwarded` and
+//!    every `X-Forwarded-*` (`-For`, `-Proto`, `-Host`, `-Port`, `-Server`,
+//!    `-Scheme`, `-Ssl`, `-Prefix`, ...), `X-Real-IP`, `X-Client-IP`,
+//!    `True-Client-IP`, `X-Cluster-Client-IP`, `X-Original-Forwarded-For`,
+//!    `CF-Connecting-IP`, `Fastly-Client-IP`, `X-ProxyUser-IP`,
+//!    `X-Originating-IP`, `X-Remote-IP`, `X-Remote-Addr`, `Client-IP`,
+//!    `X-Original-Host` and `X-Host`. From a trusted proxy they are kept,
+//!    except in a `_` spelling, which no proxy writes.
+//! 4. For an authenticated request only, the identity headers are set.
+//! 5. `X-Forwarded-For` gains the peer address and `X-Forwarded-Proto` is
+//!    set; client-sent values survive only from trusted proxies.
 //!
-//! Also here: which address a request comes from, since that reads
-//! `X-Forwarded-For` with the same trust rule, and the `Host` check
-//! (`host`: exactly one, a plain host and port, agreeing with an
-//! absolute-form target).
+//! The common request carries none of these, so [`rewrite_request`] first
+//! makes one read-only pass over the names and only then pays for removals.
+//!
+//! Also here: which address a request comes from ([`client_address`]),
+//! since that reads `X-Forwarded-For` with the same trust rule, and the
+//! `Host` check (`host`).
 
+mod forwarding;
 mod host;
 
 use std::net::IpAddr;
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, EXPECT,
-    FORWARDED, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
-    UPGRADE,
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, EXPECT, HOST,
+    PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
+pub use self::forwarding::{client_address, CLIENT_ADDRESS_HEADERS};
 pub(crate) use self::host::check_host;
 
 use crate::auth::credentials::X_ONEIS_KEY;
-use crate::config::{canonical_ip, ProxySettings};
+use crate::config::ProxySettings;
 use crate::keys::Entry;
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
@@ -91,43 +101,6 @@ impl Peer {
             addr_value,
         }
     }
-}
-
-/// The client address: the TCP peer, or, when the peer is a trusted proxy,
-/// the right-most address in `X-Forwarded-For` that is not itself trusted.
-pub fn client_address(peer: &Peer, headers: &HeaderMap, settings: &ProxySettings) -> IpAddr {
-    if !peer.trusted {
-        return peer.addr;
-    }
-    let mut client = peer.addr;
-    // Later headers are later hops; within one, entries run left to right.
-    let hops = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .rev()
-        .flat_map(|v| v.to_str().unwrap_or("").rsplit(','));
-    for hop in hops {
-        match parse_hop(hop.trim()) {
-            Some(ip) if settings.is_trusted(ip) => client = ip,
-            Some(ip) => return ip,
-            // An unreadable hop was written by whoever is beyond the last
-            // trusted proxy: stop at the nearest address we can vouch for.
-            None => return client,
-        }
-    }
-    client
-}
-
-/// One `X-Forwarded-For` entry: an address, tolerating `[v6]:port` and
-/// `v4:port` forms that some proxies write.
-fn parse_hop(hop: &str) -> Option<IpAddr> {
-    if let Ok(ip) = hop.parse::<IpAddr>() {
-        return Some(canonical_ip(ip));
-    }
-    if let Ok(sa) = hop.parse::<std::net::SocketAddr>() {
-        return Some(canonical_ip(sa.ip()));
-    }
-    None
 }
 
 /// Whether `name` and `target` are the same once lower-cased with `_` read
@@ -180,8 +153,11 @@ pub fn rewrite_request(
     // One read-only pass first: most requests carry nothing else to strip,
     // and a scan of a handful of names is cheaper than a dozen hashed
     // removals that find nothing.
-    if headers.keys().any(|name| must_strip(name, settings)) {
-        strip(headers, settings);
+    if headers
+        .keys()
+        .any(|name| must_strip(name, settings, peer.trusted))
+    {
+        strip(headers, settings, peer.trusted);
     }
 
     if let Some(entry) = identity {
@@ -192,22 +168,26 @@ pub fn rewrite_request(
         headers.insert(settings.key_id_header.clone(), entry.id_header());
     }
 
-    set_forwarded(headers, peer);
+    forwarding::set_forwarded(headers, peer);
 }
 
-/// Whether `name` is one [`strip`] removes. (`Forwarded` from an untrusted
-/// peer is [`set_forwarded`]'s business, not a reason to run `strip`.)
-fn must_strip(name: &HeaderName, settings: &ProxySettings) -> bool {
+/// Whether `name` is one [`strip`] removes from a peer that is `trusted`
+/// (or not). (`Forwarded`, `X-Forwarded-For` and `-Proto` from an
+/// untrusted peer are `set_forwarded`'s business, not a reason to run
+/// `strip`.)
+fn must_strip(name: &HeaderName, settings: &ProxySettings, trusted: bool) -> bool {
     HOP_BY_HOP.contains(name)
         || name == EXPECT
         || is_alias(name.as_str(), settings.identity_header.as_str())
         || is_alias(name.as_str(), settings.key_id_header.as_str())
         || is_alias(name.as_str(), X_ONEIS_KEY)
+        || forwarding::must_strip(name, trusted)
 }
 
-/// Removes hop-by-hop headers, `Expect`, and every spelling of the identity,
-/// key-id and legacy credential headers.
-fn strip(headers: &mut HeaderMap, settings: &ProxySettings) {
+/// Removes hop-by-hop headers, `Expect`, every spelling of the identity,
+/// key-id and legacy credential headers, and the client-address headers
+/// this peer may not send.
+fn strip(headers: &mut HeaderMap, settings: &ProxySettings, trusted: bool) {
     remove_hop_by_hop(headers);
     // hyper already answered `Expect: 100-continue` to the client when the
     // body was first read; the upstream must not see it again.
@@ -216,44 +196,22 @@ fn strip(headers: &mut HeaderMap, settings: &ProxySettings) {
     let identity_name = settings.identity_header.as_str();
     let key_id_name = settings.key_id_header.as_str();
     // The credential header goes in every spelling too: a framework that
-    // reads `X_ONEIS_Key` as `X-ONEIS-Key` must not receive the key.
+    // reads `X_ONEIS_Key` as `X-ONEIS-Key` must not receive the key. So do
+    // client-address headers, for the same reason.
     let aliases: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
-            let name = name.as_str();
-            is_alias(name, identity_name)
-                || is_alias(name, key_id_name)
-                || is_alias(name, X_ONEIS_KEY)
+            forwarding::must_strip(name, trusted) || {
+                let name = name.as_str();
+                is_alias(name, identity_name)
+                    || is_alias(name, key_id_name)
+                    || is_alias(name, X_ONEIS_KEY)
+            }
         })
         .cloned()
         .collect();
     for name in aliases {
         headers.remove(name);
-    }
-}
-
-fn set_forwarded(headers: &mut HeaderMap, peer: &Peer) {
-    if peer.trusted {
-        let previous: Vec<&str> = headers
-            .get_all(X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        let value = if previous.is_empty() {
-            Some(peer.addr_value.clone())
-        } else {
-            HeaderValue::try_from(format!("{}, {}", previous.join(", "), peer.addr)).ok()
-        };
-        if let Some(value) = value {
-            headers.insert(X_FORWARDED_FOR, value);
-        }
-        if !headers.contains_key(X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(peer.proto));
-        }
-    } else {
-        headers.remove(FORWARDED);
-        headers.insert(X_FORWARDED_FOR, peer.addr_value.clone());
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(peer.proto));
     }
 }
 
@@ -291,5 +249,59 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert!(h.contains_key(HOST) && h.contains_key(CONTENT_LENGTH));
         assert!(!h.contains_key("x-a") && !h.contains_key(CONNECTION));
+    }
+
+    /// A client-address header name in a random spelling, an
+    /// `x-forwarded-*` name, or any header name at all.
+    fn any_name() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let listed = prop::sample::select(CLIENT_ADDRESS_HEADERS.to_vec());
+        prop_oneof![
+            (listed, any::<u64>(), any::<u64>()).prop_map(|(name, unders, upper)| {
+                name.char_indices()
+                    .map(|(i, c)| match c {
+                        '-' if unders >> (i % 64) & 1 == 1 => '_',
+                        c if upper >> (i % 64) & 1 == 1 => c.to_ascii_uppercase(),
+                        c => c,
+                    })
+                    .collect()
+            }),
+            "[xX][-_][fF]orwarded[-_][a-zA-Z_-]{1,12}",
+            "[a-zA-Z0-9_-]{1,16}",
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn only_keygates_client_address_headers_leave_an_untrusted_peer(
+            names in proptest::collection::vec(any_name(), 0..16),
+            trusted in proptest::prelude::any::<bool>(),
+        ) {
+            let settings = crate::config::Config::defaults().proxy;
+            let mut headers = HeaderMap::new();
+            for name in &names {
+                if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+                    headers.append(name, HeaderValue::from_static("203.0.113.66"));
+                }
+            }
+            let peer = Peer::new(IpAddr::from([127, 0, 0, 1]), trusted, "http");
+            rewrite_request(&mut headers, &settings, &peer, None);
+            for (name, value) in &headers {
+                let folded = crate::config::alias_form(name.as_str());
+                let listed = CLIENT_ADDRESS_HEADERS.contains(&folded.as_str())
+                    || folded.starts_with("x-forwarded-");
+                if !listed {
+                    continue;
+                }
+                // From anyone: never an underscore spelling.
+                proptest::prop_assert!(!name.as_str().contains('_'), "{name} kept");
+                if !trusted {
+                    // From an untrusted peer: only keygate's own two.
+                    let ours = (name == forwarding::X_FORWARDED_FOR && value == "127.0.0.1")
+                        || (name == forwarding::X_FORWARDED_PROTO && value == "http");
+                    proptest::prop_assert!(ours, "{name}: {value:?} kept");
+                }
+            }
+        }
     }
 }
