@@ -12,6 +12,7 @@
 
 pub mod binary;
 pub mod client;
+pub mod haplo;
 pub mod postgres;
 pub mod tls;
 pub mod upstream;
