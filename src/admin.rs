@@ -15,6 +15,7 @@
 //! | `GET /v1/users/{user}`        | a user's blocked flag and key count    |
 //! | `PUT /v1/users/{user}`        | block or unblock                       |
 //! | `GET /v1/audit[?since=&limit=]` | the audit trail                      |
+//! | `POST /v1/import`             | a Haplo application's keys and users (`import`) |
 //!
 //! Every request passes the [`guard`] first (no `Origin`, our own `Host`,
 //! the bearer token when one is configured). A wrong method on a known path
@@ -26,6 +27,7 @@
 mod audit;
 mod body;
 mod guard;
+mod import;
 mod keys;
 mod reply;
 pub(crate) mod text;
@@ -216,6 +218,10 @@ impl Admin {
                     _ => Reply::method_not_allowed(&[Method::GET, Method::PUT]),
                 }
             }
+            ["v1", "import"] => match method {
+                Method::POST => import::import(&self.keyring, request, client).await,
+                _ => Reply::method_not_allowed(&[Method::POST]),
+            },
             ["v1", "audit"] => match method {
                 Method::GET => {
                     self.read_store(move |keyring| audit::list(keyring, query.as_deref()))

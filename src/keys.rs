@@ -37,8 +37,12 @@ pub use audit::{Action, AuditEvent};
 pub use change::{Blocker, Change};
 pub use entry::Entry;
 pub use hash::{BcryptHash, BcryptHashError, KeyHash};
+
 pub use key::{ApiKey, KeyId, PresentedKey, SecretHash, ID_LEN, KEY_LEN};
-pub use keyring::{Keyring, NewKey, Rotated, WriteError};
+pub use keyring::{
+    HaploBatch, HaploKeyRow, HaploUserRow, ImportReport, Keyring, Missing, NewKey, Rotated,
+    Skipped, WriteError,
+};
 pub use record::{KeyRecord, Origin};
 pub use snapshot::{Snapshot, Verified, SHARDS};
 pub use store::{AuditFrom, Contents, Store, StoreError, CACHE_BYTES};

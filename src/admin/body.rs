@@ -30,29 +30,39 @@ const BODY_DEADLINE: Duration = Duration::from_secs(10);
 /// Reads a body of at most 64 KiB within the deadline, or the 4xx to send
 /// instead.
 pub(crate) async fn read(request: Request<Incoming>) -> Result<Bytes, Reply> {
+    read_limited(request, MAX_BODY, BODY_DEADLINE).await
+}
+
+/// [`read`] with a route's own size limit and deadline (an import's batch
+/// of keys is far larger than any other admin body).
+pub(crate) async fn read_limited(
+    request: Request<Incoming>,
+    max: usize,
+    deadline: Duration,
+) -> Result<Bytes, Reply> {
     let body = request.into_body();
     // hyper reports a declared `Content-Length` as the exact size: over the
     // limit, waiting for the body would only tie the connection up.
-    if body.size_hint().lower() > MAX_BODY as u64 {
-        return Err(too_large());
+    if body.size_hint().lower() > max as u64 {
+        return Err(too_large(max));
     }
-    match tokio::time::timeout(BODY_DEADLINE, Limited::new(body, MAX_BODY).collect()).await {
+    match tokio::time::timeout(deadline, Limited::new(body, max).collect()).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large(max)),
         Ok(Err(_)) => Err(Reply::error(400, "request body could not be read")),
         Err(_elapsed) => Err(Reply::error(
             408,
             format!(
                 "the request body did not arrive within {} s",
-                BODY_DEADLINE.as_secs()
+                deadline.as_secs()
             ),
         )
         .closing()),
     }
 }
 
-fn too_large() -> Reply {
-    Reply::error(413, format!("request body is larger than {MAX_BODY} bytes")).closing()
+fn too_large(max: usize) -> Reply {
+    Reply::error(413, format!("request body is larger than {max} bytes")).closing()
 }
 
 /// Reads and parses a JSON body, or the 4xx to send instead.

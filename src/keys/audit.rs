@@ -27,6 +27,10 @@ pub enum Action {
     UserBlocked,
     /// A user was unblocked.
     UserUnblocked,
+    /// A key was imported from Haplo.
+    KeyImported,
+    /// A key imported from Haplo changed there (scope, name, user, secret).
+    KeyUpdated,
 }
 
 /// One audit event.

@@ -37,14 +37,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::{ArcSwap, Guard};
 
 mod flush;
+mod import;
+
+pub use self::import::{HaploBatch, HaploKeyRow, HaploUserRow, ImportReport, Missing, Skipped};
 
 use super::audit::{Action, AuditEvent};
 use super::intern::Interner;
 use super::snapshot::Builder;
 use super::store::AuditFrom;
 use super::{
-    ApiKey, Blocker, Change, Entry, KeyHash, KeyId, KeyRecord, Origin, PresentedKey, SecretHash,
-    Snapshot, Store, StoreError, UserId,
+    ApiKey, BcryptHash, Blocker, Change, Entry, KeyHash, KeyId, KeyRecord, Origin, PresentedKey,
+    SecretHash, Snapshot, Store, StoreError, UserId,
 };
 use crate::scope::Scope;
 use crate::timestamp::{Clock, Timestamp};

@@ -1,0 +1,62 @@
+//! `POST /v1/import`: a Haplo application's keys and users, in one batch.
+//!
+//! `keygate import haplo` reads Haplo's tables (the CLI holds the database
+//! URL, so its password never travels to the server) and sends the rows
+//! here as a [`HaploBatch`]. The keyring compares the batch with the store
+//! and applies the difference in one transaction, all or nothing; the
+//! answer is the report (created, updated, unchanged, skipped with
+//! reasons), sent once the batch is durable and in effect. `"dry_run":
+//! true` reports without writing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+
+use super::body::{self, write_failed};
+use super::reply::Reply;
+use crate::keys::{HaploBatch, Keyring, Missing};
+
+/// Largest batch: 64 MiB is about 400,000 keys.
+const MAX_BATCH: usize = 64 * 1024 * 1024;
+/// The whole batch must arrive within this time.
+const BATCH_DEADLINE: Duration = Duration::from_secs(120);
+
+/// `POST /v1/import`.
+pub(crate) async fn import(
+    keyring: &Arc<Keyring>,
+    request: Request<Incoming>,
+    client: String,
+) -> Reply {
+    let bytes = match body::read_limited(request, MAX_BATCH, BATCH_DEADLINE).await {
+        Ok(bytes) => bytes,
+        Err(reply) => return reply,
+    };
+    let batch: HaploBatch = match body::parse_json(&bytes) {
+        Ok(batch) => batch,
+        Err(reply) => return reply,
+    };
+    let keyring = keyring.clone();
+    let app = batch.app;
+    match tokio::task::spawn_blocking(move || {
+        keyring.import_haplo(&batch, Missing::Keep, Some(&client))
+    })
+    .await
+    {
+        Ok(Ok(report)) => {
+            tracing::info!(
+                app,
+                created = report.created,
+                updated = report.updated,
+                unchanged = report.unchanged,
+                skipped = report.skipped.len(),
+                dry_run = report.dry_run,
+                "Haplo keys imported"
+            );
+            Reply::json(200, &report)
+        }
+        Ok(Err(error)) => write_failed(&error),
+        Err(join) => write_failed(&join),
+    }
+}
