@@ -10,6 +10,7 @@
 //! health check fail rather than hang.
 
 mod client;
+mod import;
 mod output;
 
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use http::Method;
 use serde_json::{json, Value};
 
 pub use self::client::{AdminClient, ClientError};
+pub use self::import::{HaploImport, ImportCommand};
 use crate::admin::text::escape;
 use crate::config::Config;
 
@@ -76,6 +78,9 @@ pub enum Command {
     },
     /// Check readiness (store loaded, upstream reachable); exit 0 if ready.
     Health,
+    /// Import keys issued elsewhere (a Haplo application's) into keygate.
+    #[command(subcommand)]
+    Import(ImportCommand),
 }
 
 /// `keygate keys ...`.
@@ -157,6 +162,7 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
     let client = client_for(global)?;
     match command {
         Command::Serve => Ok(()),
+        Command::Import(command) => import::run(global, client, command).await,
         Command::Keys(KeysCommand::Create {
             user,
             name,

@@ -12,6 +12,8 @@
 //!   repeatable-read transaction) and [`Source::fingerprint`] (one small
 //!   query, for polling).
 //! - [`read_app`]: connect, read, disconnect, for a one-off import.
+//! - [`to_batch`]: the rows as a batch for the keyring (who each key acts
+//!   as, which users Haplo refuses, which keys cannot act as anyone).
 //! - [`redacted`]: a database URL with its password replaced by `***`.
 //!   Every error and log line that names the database goes through it.
 //!
@@ -30,9 +32,11 @@
 //! or a private network. A URL that demands TLS (`sslmode=require`) fails
 //! to connect rather than silently going without it.
 
+mod batch;
 mod redact;
 mod source;
 
+pub use batch::{to_batch, UserField};
 pub use redact::redacted;
 pub use source::{read_app, Source, CONNECT_TIMEOUT, QUERY_TIMEOUT};
 

@@ -95,6 +95,12 @@ impl AdminClient {
         })
     }
 
+    /// This client with a deadline of at least `timeout`.
+    pub fn with_timeout_at_least(mut self, timeout: Duration) -> Self {
+        self.timeout = self.timeout.max(timeout);
+        self
+    }
+
     /// Sends one request; returns the JSON body of a 2xx answer (or `null`
     /// for 204), or the API's error, or [`ClientError::Timeout`] if the
     /// whole exchange took longer than the client's timeout.
