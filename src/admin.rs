@@ -49,6 +49,7 @@ use tokio::net::TcpListener;
 pub use self::guard::Guard;
 use self::reply::Reply;
 use crate::config::{AdminToken, Http2Limits};
+use crate::haplo::follow::SyncStatus;
 use crate::keys::Keyring;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -68,6 +69,8 @@ pub struct Admin {
     proxy: Arc<Proxy>,
     metrics: Arc<Metrics>,
     guard: Guard,
+    /// The `[haplo]` follower's state, when following.
+    sync: Option<Arc<SyncStatus>>,
 }
 
 impl Admin {
@@ -79,12 +82,14 @@ impl Admin {
         metrics: Arc<Metrics>,
         local: SocketAddr,
         token: Option<AdminToken>,
+        sync: Option<Arc<SyncStatus>>,
     ) -> Self {
         Admin {
             keyring,
             proxy,
             metrics,
             guard: Guard::new(local, token),
+            sync,
         }
     }
 
@@ -110,6 +115,10 @@ impl Admin {
             .proxy
             .throttle()
             .throttled(&settings.throttle, Instant::now());
+        if let Some(sync) = &self.sync {
+            self.metrics
+                .set_haplo_sync(sync.age(), sync.ever_synced() && sync.error().is_none());
+        }
         let text = self
             .metrics
             .encode(snapshot.key_count(), snapshot.blocked_count(), throttled);
@@ -146,15 +155,22 @@ impl Admin {
         } else {
             200
         };
-        Reply::json(
-            status,
-            &serde_json::json!({
-                "status": if status == 200 { "ready" } else { "not ready" },
-                "store": "open",
-                "keys": keys,
-                "upstream": upstream_state.as_deref().unwrap_or("reachable"),
-            }),
-        )
+        let mut body = serde_json::json!({
+            "status": if status == 200 { "ready" } else { "not ready" },
+            "store": "open",
+            "keys": keys,
+            "upstream": upstream_state.as_deref().unwrap_or("reachable"),
+        });
+        if let Some(sync) = &self.sync {
+            // Informational: keygate serves the table it has while Haplo's
+            // database is away, so the follower never makes it unready.
+            body["haplo"] = serde_json::json!({
+                "synced": sync.ever_synced(),
+                "sync_age_secs": sync.age().as_secs(),
+                "error": sync.error(),
+            });
+        }
+        Reply::json(status, &body)
     }
 
     /// Runs a handler that reads the store on the blocking pool: listing a

@@ -26,6 +26,7 @@ use tokio::sync::Semaphore;
 use crate::access_log::AccessLog;
 use crate::admin::{self, Admin};
 use crate::config::{Config, ConfigError};
+use crate::haplo::follow::{self, SyncStatus};
 use crate::keys::{Keyring, StoreError};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Proxy};
@@ -65,6 +66,8 @@ pub struct App {
     tls: Option<Arc<Tls>>,
     proxy_listener: TcpListener,
     admin_listener: TcpListener,
+    /// The `[haplo]` follower's state, when following.
+    sync: Option<Arc<SyncStatus>>,
 }
 
 impl App {
@@ -82,7 +85,12 @@ impl App {
     ) -> Result<Self, StartError> {
         // Blocking I/O on purpose: nothing else runs before start-up ends.
         let keyring = Arc::new(Keyring::open_with_clock(&config.store_path, clock)?);
-        let metrics = Arc::new(Metrics::new());
+        let sync = config.haplo.as_ref().map(|_| Arc::new(SyncStatus::new()));
+        let metrics = match &sync {
+            Some(_) => Metrics::new().with_haplo_sync(),
+            None => Metrics::new(),
+        };
+        let metrics = Arc::new(metrics);
         let tls = match &config.tls {
             Some(files) => Some(Arc::new(Tls::load(files)?)),
             None => None,
@@ -103,6 +111,7 @@ impl App {
             metrics,
             admin_local,
             config.admin_token.clone(),
+            sync.clone(),
         ));
         Ok(App {
             config,
@@ -112,6 +121,7 @@ impl App {
             tls,
             proxy_listener,
             admin_listener,
+            sync,
         })
     }
 
@@ -170,6 +180,17 @@ impl App {
             self.config.last_used_flush,
             watch.clone().wait(),
         ));
+        // The `[haplo]` follower, beside the flusher on this thread: both
+        // are background work on the keyring, off the other workers.
+        let follower = match (&self.config.haplo, &self.sync) {
+            (Some(follow), Some(sync)) => Some(tokio::spawn(follow::run(
+                self.keyring.clone(),
+                follow.clone(),
+                sync.clone(),
+                watch.clone().wait(),
+            ))),
+            _ => None,
+        };
         let mut workers = Vec::new();
         for index in 1..self.config.workers() {
             let started = SockRef::from(&self.proxy_listener)
@@ -228,6 +249,9 @@ impl App {
             worker.join().await;
         }
         let _ = flusher.await;
+        if let Some(follower) = follower {
+            let _ = follower.await;
+        }
         // Requests have drained: this flush has every use there will be.
         flush_last_used(&keyring).await;
     }

@@ -11,8 +11,11 @@
 //! which the proxy holds behind an `ArcSwap`; listen addresses and the store
 //! path are read once at start-up.
 
+mod haplo;
 mod raw;
 mod validate;
+
+pub use self::haplo::{DatabaseUrl, HaploFollow, HAPLO_DATABASE_ENV};
 
 pub use self::validate::alias_form;
 pub(crate) use self::validate::is_tchar;
@@ -184,6 +187,9 @@ pub struct ProxySettings {
     /// Protocols a request may upgrade to (lower case, names only):
     /// anything else is forwarded as an ordinary request. Never `h2c`.
     pub upgrades: Vec<String>,
+    /// Forward the client's `Authorization` / `X-ONEIS-Key` unchanged, for
+    /// a stock Haplo that authenticates every request again (SPEC 9).
+    pub forward_credentials: bool,
 }
 
 /// HTTP/2 limits for client connections, chosen against the known flood
@@ -239,6 +245,8 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     /// Reloadable proxy settings.
     pub proxy: ProxySettings,
+    /// Following a Haplo application's keys, if configured.
+    pub haplo: Option<HaploFollow>,
 }
 
 impl Config {
@@ -444,8 +452,12 @@ impl Config {
                 )
             })?;
 
+        let haplo = haplo::parse(&raw.haplo, std::env::var(HAPLO_DATABASE_ENV).ok())
+            .map_err(|(key, reason)| invalid(key, reason))?;
+
         Ok(Config {
             source: path_buf.clone(),
+            haplo,
             proxy_listen,
             admin_listen,
             admin_token,
@@ -477,6 +489,7 @@ impl Config {
                     keep_alive,
                 },
                 upgrades,
+                forward_credentials: raw.proxy.forward_credentials,
             },
         })
     }

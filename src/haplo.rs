@@ -12,6 +12,7 @@
 //!   repeatable-read transaction) and [`Source::fingerprint`] (one small
 //!   query, for polling).
 //! - [`read_app`]: connect, read, disconnect, for a one-off import.
+//! - [`follow`]: `[haplo]`'s poller, which keeps keygate's table in step.
 //! - [`to_batch`]: the rows as a batch for the keyring (who each key acts
 //!   as, which users Haplo refuses, which keys cannot act as anyone).
 //! - [`redacted`]: a database URL with its password replaced by `***`.
@@ -33,6 +34,7 @@
 //! to connect rather than silently going without it.
 
 mod batch;
+pub mod follow;
 mod redact;
 mod source;
 

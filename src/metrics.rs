@@ -11,6 +11,8 @@
 //! | `keygate_blocked_users` | gauge | |
 //! | `keygate_throttled_addresses` | gauge | |
 //! | `keygate_config_reloads_total` | counter | `result` |
+//! | `keygate_haplo_sync_age_seconds` | gauge | (only with `[haplo]`) |
+//! | `keygate_haplo_sync_up` | gauge | (only with `[haplo]`) |
 //!
 //! Label values come from fixed sets (outcomes, causes, results), never
 //! from a path, an address or a user, so cardinality is bounded by
@@ -83,6 +85,9 @@ pub struct Metrics {
     keys: Gauge,
     blocked_users: Gauge,
     throttled: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// With `[haplo]`: seconds since the last good sync, and whether the
+    /// latest attempt succeeded.
+    haplo_sync: Option<(Gauge, Gauge)>,
 }
 
 impl fmt::Debug for Metrics {
@@ -176,6 +181,35 @@ impl Metrics {
             keys,
             blocked_users,
             throttled,
+            haplo_sync: None,
+        }
+    }
+
+    /// Adds the `[haplo]` follower's gauges (only a keygate that follows a
+    /// Haplo application exports them, so their absence means "not
+    /// following", not "synced long ago").
+    pub fn with_haplo_sync(mut self) -> Self {
+        let age = Gauge::default();
+        self.registry.register(
+            "haplo_sync_age_seconds",
+            "Seconds since keygate last synced its key table with Haplo's (since start, before the first sync)",
+            age.clone(),
+        );
+        let up = Gauge::default();
+        self.registry.register(
+            "haplo_sync_up",
+            "1 if the latest sync with Haplo's database succeeded, else 0",
+            up.clone(),
+        );
+        self.haplo_sync = Some((age, up));
+        self
+    }
+
+    /// Sets the follower's gauges (at scrape time).
+    pub fn set_haplo_sync(&self, age: Duration, up: bool) {
+        if let Some((age_gauge, up_gauge)) = &self.haplo_sync {
+            age_gauge.set(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
+            up_gauge.set(i64::from(up));
         }
     }
 

@@ -14,6 +14,7 @@ pub(super) struct RawConfig {
     pub(super) store: RawStore,
     pub(super) throttle: RawThrottle,
     pub(super) log: RawLog,
+    pub(super) haplo: RawHaplo,
 }
 
 #[derive(Debug, Deserialize)]
@@ -34,6 +35,7 @@ pub(super) struct RawProxy {
     pub(super) worker_threads: u64,
     pub(super) upstream_ca: Option<String>,
     pub(super) upgrades: Vec<String>,
+    pub(super) forward_credentials: bool,
     pub(super) tls: Option<RawTls>,
     pub(super) http2: RawHttp2,
 }
@@ -56,6 +58,7 @@ impl Default for RawProxy {
             worker_threads: 0,
             upstream_ca: None,
             upgrades: vec!["websocket".into()],
+            forward_credentials: false,
             tls: None,
             http2: RawHttp2::default(),
         }
@@ -144,5 +147,25 @@ pub(super) struct RawLog {
 impl Default for RawLog {
     fn default() -> Self {
         RawLog { access: true }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawHaplo {
+    pub(super) database: Option<String>,
+    pub(super) app_id: Option<u32>,
+    pub(super) poll_secs: u64,
+    pub(super) user_field: String,
+}
+
+impl Default for RawHaplo {
+    fn default() -> Self {
+        RawHaplo {
+            database: None,
+            app_id: None,
+            poll_secs: 2,
+            user_field: "id".into(),
+        }
     }
 }

@@ -215,6 +215,14 @@ impl Snapshot {
         !self.blocked.is_empty() && self.blocked.contains_key(user)
     }
 
+    /// The users `by` blocks.
+    pub fn blocked_users_by(&self, by: Blocker) -> impl Iterator<Item = &UserId> {
+        self.blocked
+            .iter()
+            .filter(move |(_, flags)| **flags & by.bit() != 0)
+            .map(|(user, _)| user)
+    }
+
     /// Who blocks a user (empty when nobody does).
     pub fn blocked_by(&self, user: &str) -> impl Iterator<Item = Blocker> {
         Blocker::all_in(self.blocked.get(user).copied().unwrap_or(0))

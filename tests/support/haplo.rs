@@ -118,6 +118,20 @@ impl HaploApp {
         }
     }
 
+    /// Reconnects to application `app_id`, already created in the database
+    /// at `url` (after the server restarted, say).
+    pub async fn connect(url: &str, app_id: u32) -> HaploApp {
+        let (client, connection) = tokio_postgres::connect(url, NoTls)
+            .await
+            .expect("fixture: reconnect to the test database");
+        tokio::spawn(connection);
+        HaploApp {
+            client,
+            app_id,
+            schema: format!("a{app_id}"),
+        }
+    }
+
     /// Adds a user of `kind` (see [`kind`]) with a name, a password and
     /// the other secret columns filled, and returns its id (above 128).
     pub async fn add_user(&self, kind: i32, email: Option<&str>) -> i32 {

@@ -268,6 +268,23 @@ impl Keyring {
                 by: Blocker::Haplo,
             });
         }
+        if missing == Missing::Remove {
+            // A user Haplo blocked who owns no key there any more is no
+            // longer Haplo's to block.
+            let listed: std::collections::HashSet<&str> =
+                batch.users.iter().map(|u| u.user.as_str()).collect();
+            for user in snapshot.blocked_users_by(Blocker::Haplo) {
+                if !listed.contains(user.as_str()) {
+                    report.users_unblocked += 1;
+                    events.push(AuditEvent::for_user(false, user.as_str(), now, client));
+                    changes.push(Change::Block {
+                        user: user.clone(),
+                        blocked: false,
+                        by: Blocker::Haplo,
+                    });
+                }
+            }
+        }
         drop(snapshot);
         if !batch.dry_run && !changes.is_empty() {
             self.publish(&mut writer, &changes, &events)?;
