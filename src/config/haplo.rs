@@ -56,17 +56,13 @@ pub struct HaploFollow {
 }
 
 /// Validates `[haplo]`, with `env_database` (from [`HAPLO_DATABASE_ENV`])
-/// standing in for a missing `database`. `None` when following is off.
+/// standing in for a missing `database` when `app_id` is set. `None` when
+/// following is off.
 /// Errors are `(key, reason)`.
 pub(super) fn parse(
     raw: &RawHaplo,
     env_database: Option<String>,
 ) -> Result<Option<HaploFollow>, (&'static str, String)> {
-    let database = raw
-        .database
-        .clone()
-        .or(env_database)
-        .filter(|d| !d.is_empty());
     let user_field = raw
         .user_field
         .parse::<UserField>()
@@ -77,21 +73,26 @@ pub(super) fn parse(
             format!("must be between 1 and {MAX_POLL_SECS}"),
         ));
     }
-    let (database, app_id) = match (database, raw.app_id) {
+    // `app_id` turns following on. The environment variable only supplies
+    // the URL of a follow the file asks for: an operator who exported it
+    // for `keygate import haplo` must not find `serve` (or any command that
+    // reads this file) refusing to start.
+    let file_database = raw.database.clone().filter(|d| !d.is_empty());
+    let (database, app_id) = match (raw.app_id, file_database) {
         (None, None) => return Ok(None),
-        (Some(_), None) => {
-            return Err((
-                "haplo.app_id",
-                "required when haplo.database (or KEYGATE_HAPLO_DATABASE) is set".into(),
-            ))
-        }
         (None, Some(_)) => {
-            return Err((
-                "haplo.database",
-                format!("required when haplo.app_id is set (or set {HAPLO_DATABASE_ENV})"),
-            ))
+            return Err(("haplo.app_id", "required when haplo.database is set".into()))
         }
-        (Some(database), Some(app_id)) => (database, app_id),
+        (Some(app_id), Some(database)) => (database, app_id),
+        (Some(app_id), None) => match env_database.filter(|d| !d.is_empty()) {
+            Some(database) => (database, app_id),
+            None => {
+                return Err((
+                    "haplo.database",
+                    format!("required when haplo.app_id is set (or set {HAPLO_DATABASE_ENV})"),
+                ))
+            }
+        },
     };
     if let Err(error) = database.parse::<tokio_postgres::Config>() {
         // The driver's message never holds the URL; the URL is shown
@@ -124,6 +125,11 @@ mod tests {
     #[test]
     fn off_unless_both_are_set_and_each_needs_the_other() {
         assert_eq!(parse(&raw(None, None), None), Ok(None));
+        assert_eq!(
+            parse(&raw(None, None), Some("postgres://h:pw@db/haplo".into())),
+            Ok(None),
+            "the variable alone (exported for an import) does not turn following on"
+        );
         assert_eq!(
             parse(&raw(None, Some(4000)), None).unwrap_err().0,
             "haplo.database"
