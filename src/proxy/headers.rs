@@ -75,6 +75,12 @@ const HOP_BY_HOP: [HeaderName; 10] = [
     PROXY_AUTHENTICATE,
 ];
 
+/// The same list as a `static`, for the removal loop: iterating a `const`
+/// array builds and drops ten `HeaderName`s every time, while a membership
+/// test against the `const` compiles to plain comparisons (measured both
+/// ways; each is the faster one for its use).
+static HOP_BY_HOP_LIST: [HeaderName; 10] = HOP_BY_HOP;
+
 /// Facts about the connection a request arrived on.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -137,7 +143,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP_LIST {
         headers.remove(name);
     }
 }

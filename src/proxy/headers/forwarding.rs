@@ -73,60 +73,69 @@ pub(super) fn must_strip(name: &HeaderName, trusted: bool) -> bool {
         None => false,
         Some(Spelling::Underscored) => true,
         Some(Spelling::Dashed) => {
-            !trusted && name != X_FORWARDED_FOR && name != X_FORWARDED_PROTO && name != FORWARDED
+            !trusted
+                && !matches!(
+                    name.as_str(),
+                    "x-forwarded-for" | "x-forwarded-proto" | "forwarded"
+                )
         }
     }
 }
 
 /// Whether `name` (lower case, as hyper gives it) is a client-address
 /// header, and how it was spelled. Cheap for the headers most requests
-/// carry: they fail on the first byte or the length without a copy.
+/// carry: one jump on the length, then a compare or two that mostly fail
+/// on the first byte; nothing is copied or scanned unless the name matches.
 fn spelling(name: &str) -> Option<Spelling> {
-    let bytes = name.as_bytes();
-    if !matches!(bytes.first(), Some(b'x' | b'f' | b't' | b'c')) || bytes.len() < 6 {
+    let name = name.as_bytes();
+    if !is_listed(name) {
         return None;
     }
-    if !bytes.contains(&b'_') {
-        return is_listed(bytes).then_some(Spelling::Dashed);
-    }
-    // Rare (no proxy writes `_`): fold into a stack buffer. A name longer
-    // than the buffer can only match by the `x-forwarded-` prefix, which
-    // the first bytes decide.
-    let mut folded = [0u8; 32];
-    for (to, &from) in folded.iter_mut().zip(bytes) {
-        *to = if from == b'_' { b'-' } else { from };
-    }
-    let folded = if bytes.len() <= folded.len() {
-        &folded[..bytes.len()]
+    Some(if name.contains(&b'_') {
+        Spelling::Underscored
     } else {
-        &folded[..]
-    };
-    is_listed(folded).then_some(Spelling::Underscored)
+        Spelling::Dashed
+    })
 }
 
-/// Whether `name` (lower case, `-` only) is in [`CLIENT_ADDRESS_HEADERS`]
-/// or starts `x-forwarded-`. Grouped by length: one jump, then a compare
-/// or two.
+/// Whether `name`, with `_` read as `-`, is in [`CLIENT_ADDRESS_HEADERS`]
+/// or starts `x-forwarded-`.
 fn is_listed(name: &[u8]) -> bool {
-    if name.len() > 12 && name.starts_with(b"x-forwarded-") {
-        return true;
-    }
-    match name.len() {
-        6 => name == b"x-host",
-        9 => name == b"forwarded" || name == b"x-real-ip" || name == b"client-ip",
-        11 => name == b"x-forwarded" || name == b"x-client-ip" || name == b"x-remote-ip",
-        13 => name == b"forwarded-for" || name == b"x-remote-addr",
-        14 => name == b"true-client-ip" || name == b"x-proxyuser-ip",
-        15 => name == b"x-original-host",
-        16 => {
-            name == b"cf-connecting-ip"
-                || name == b"fastly-client-ip"
-                || name == b"x-originating-ip"
+    let listed = match name.len() {
+        6 => folds_to(name, b"x-host"),
+        9 => {
+            folds_to(name, b"forwarded")
+                || folds_to(name, b"x-real-ip")
+                || folds_to(name, b"client-ip")
         }
-        19 => name == b"x-cluster-client-ip",
-        24 => name == b"x-original-forwarded-for",
+        11 => {
+            folds_to(name, b"x-forwarded")
+                || folds_to(name, b"x-client-ip")
+                || folds_to(name, b"x-remote-ip")
+        }
+        13 => folds_to(name, b"forwarded-for") || folds_to(name, b"x-remote-addr"),
+        14 => folds_to(name, b"true-client-ip") || folds_to(name, b"x-proxyuser-ip"),
+        15 => folds_to(name, b"x-original-host"),
+        16 => {
+            folds_to(name, b"cf-connecting-ip")
+                || folds_to(name, b"fastly-client-ip")
+                || folds_to(name, b"x-originating-ip")
+        }
+        19 => folds_to(name, b"x-cluster-client-ip"),
+        24 => folds_to(name, b"x-original-forwarded-for"),
         _ => false,
-    }
+    };
+    listed || (name.len() > 12 && folds_to(&name[..12], b"x-forwarded-"))
+}
+
+/// Whether `name` equals `listed` (lower case, `-` only) once each `_` in
+/// `name` is read as `-`.
+fn folds_to(name: &[u8], listed: &[u8]) -> bool {
+    name.len() == listed.len()
+        && name
+            .iter()
+            .zip(listed)
+            .all(|(&n, &l)| n == l || (n == b'_' && l == b'-'))
 }
 
 /// The client address: the TCP peer, or, when the peer is a trusted proxy,
