@@ -4,7 +4,7 @@
 //! settings, the keyring (whose snapshot each request reads once), the
 //! failure throttle, the pooled upstream client and the access log.
 //! [`serve`] runs the accept loop; [`Proxy::handle`] is the whole life of
-//! one request:
+//! one request (steps 2 to 4 are `admit.rs`):
 //!
 //! 1. resolve the client address (trusted proxies, SPEC 5);
 //! 2. validate the request-target and `Host` (400 before any other check);
@@ -16,6 +16,7 @@
 //! change independently (a reload never touches keys, an admin write never
 //! touches settings) and no request needs the two to change together.
 
+mod admit;
 mod body;
 pub mod headers;
 mod log;
@@ -30,10 +31,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use http::header::{CONNECTION, HOST, UPGRADE};
-use http::uri::Uri;
+use http::header::{CONNECTION, UPGRADE};
 use http::{Request, Response, Version};
-use hyper::upgrade::OnUpgrade;
 use tokio::net::TcpListener;
 
 pub use self::body::{BodyError, ResponseBody, TimedBody, UpstreamBody};
@@ -41,16 +40,14 @@ pub use self::log::PendingLog;
 pub use self::refusal::{BadRequest, Blame, Refusal, UpstreamCause};
 pub use self::upstream::Upstream;
 
+use self::admit::{Admission, Admitted, Rejected};
 use self::headers::Peer;
-use self::log::{Caller, LogPath, RequestInfo};
 use crate::access_log::AccessLog;
-use crate::auth::{self, AuthContext, Credentials, Denied, Identity, Throttle};
+use crate::auth::{Denied, Throttle};
 use crate::config::ProxySettings;
 use crate::keys::Keyring;
 use crate::metrics::Metrics;
 use crate::server::{self, ConnSettings, ListenerOptions, RequestBody};
-use crate::target::Target;
-use crate::timestamp::Timestamp;
 use crate::tls::{Tls, TlsError};
 
 /// State shared by every proxied connection.
@@ -246,133 +243,6 @@ impl Proxy {
         Response::from_parts(parts, body)
     }
 
-    /// Steps 2 to 4: everything up to the upstream call. Synchronous, so the
-    /// key snapshot is loaded and released without crossing an `.await`.
-    fn admit(
-        &self,
-        request: Request<RequestBody>,
-        settings: &ProxySettings,
-        peer: &Peer,
-        client: std::net::IpAddr,
-        time: Timestamp,
-        started: Instant,
-    ) -> Admission {
-        let target = Target::from_uri(request.uri());
-        let info = RequestInfo {
-            time,
-            started,
-            client,
-            method: request.method().clone(),
-            path: match &target {
-                Ok(target) => LogPath::Target(target.path_and_query().clone()),
-                Err(_) => LogPath::Raw(request.uri().clone()),
-            },
-        };
-        let target = match target {
-            Ok(target) => target,
-            Err(error) => return Admission::refuse(BadRequest::Target(error).into(), info),
-        };
-        if let Err(error) = headers::check_host(&request) {
-            return Admission::refuse(error.into(), info);
-        }
-        let credentials = match Credentials::from_headers(request.headers()) {
-            Ok(credentials) => credentials,
-            Err(error) => return Admission::refuse(BadRequest::Credentials(error).into(), info),
-        };
-
-        let snapshot = self.keyring.snapshot();
-        let cx = AuthContext {
-            snapshot: &snapshot,
-            settings,
-            throttle: &self.throttle,
-            client,
-            now: time,
-            instant: started,
-        };
-        let identity = match auth::authenticate(&cx, credentials.secret(), &target) {
-            Ok(identity) => identity,
-            Err(refused) => {
-                return Admission::Refuse(Rejected {
-                    refusal: refused.denied.into(),
-                    info,
-                    identity: refused.key.map(|entry| Caller {
-                        user: entry.user_header().clone(),
-                        key_id: entry.id(),
-                    }),
-                })
-            }
-        };
-        let (entry, forwarded) = match identity {
-            Identity::Anonymous => (None, Forwarded::Anonymous),
-            Identity::Key(entry) => {
-                // Last use, in memory only: the keyring writes it later.
-                entry.touch(time);
-                (
-                    Some(entry),
-                    Forwarded::Key(Caller {
-                        user: entry.user_header().clone(),
-                        key_id: entry.id(),
-                    }),
-                )
-            }
-            Identity::NeedsBcrypt(_) => {
-                let presented = credentials
-                    .secret()
-                    .map(|secret| prove::Presented::copy(secret.as_bytes()));
-                drop(snapshot);
-                return match presented {
-                    Some(presented) => Admission::Prove(Proof {
-                        request,
-                        info,
-                        presented,
-                    }),
-                    None => Admission::refuse(Denied::InvalidKey.into(), info),
-                };
-            }
-        };
-
-        // A WebSocket-style upgrade (HTTP/1.1 only): keep the client's half
-        // of the upgrade, and the two headers hop-by-hop removal would drop.
-        let upgrade_protocol = upgrade::requested(&request, &settings.upgrades);
-        let mut request = request;
-        let upgrade = upgrade_protocol
-            .is_some()
-            .then(|| hyper::upgrade::on(&mut request));
-        let (mut parts, body) = request.into_parts();
-        if !parts.headers.contains_key(HOST) {
-            // HTTP/2 and absolute-form carry the host in the target.
-            if let Some(value) = parts
-                .uri
-                .authority()
-                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-            {
-                parts.headers.insert(HOST, value);
-            }
-        }
-        headers::rewrite_request(&mut parts.headers, settings, peer, entry);
-        if let Some(protocol) = upgrade_protocol {
-            parts.headers.insert(UPGRADE, protocol);
-            parts
-                .headers
-                .insert(CONNECTION, http::HeaderValue::from_static("upgrade"));
-        }
-        drop(snapshot);
-
-        // Origin-form, exactly the target that was checked; the upstream's
-        // address is the pool's business and `Host` is the client's.
-        parts.uri = Uri::from(target.path_and_query().clone());
-        parts.version = Version::HTTP_11;
-        let body = TimedBody::new(body, settings.body_timeout);
-        Admission::Forward((
-            Admitted {
-                request: Request::from_parts(parts, body),
-                info,
-                upgrade,
-            },
-            forwarded,
-        ))
-    }
-
     fn refuse(&self, rejected: Rejected, version: Version) -> Response<ResponseBody> {
         let Rejected {
             refusal,
@@ -395,79 +265,6 @@ impl Proxy {
             .map(|b| b.with_log(log));
         *response.version_mut() = version;
         response
-    }
-}
-
-/// What [`Proxy::admit`] decided.
-enum Admission {
-    /// Forward, as this caller.
-    Forward((Admitted, Forwarded)),
-    /// Answer with a refusal.
-    Refuse(Rejected),
-    /// Prove the key with bcrypt first, then admit the request again.
-    Prove(Proof),
-}
-
-impl Admission {
-    fn refuse(refusal: Refusal, info: RequestInfo) -> Self {
-        Admission::Refuse(Rejected::new(refusal, info))
-    }
-}
-
-/// A request whose key must be proven with bcrypt before it is admitted.
-struct Proof {
-    request: Request<RequestBody>,
-    /// For the refusal if the key is not proven.
-    info: RequestInfo,
-    presented: prove::Presented,
-}
-
-/// A request keygate answers itself, with what its log line needs.
-struct Rejected {
-    refusal: Refusal,
-    info: RequestInfo,
-    /// User and key id, when a valid key was refused (scope, blocked user,
-    /// or an upstream failure).
-    identity: Option<Caller>,
-}
-
-impl Rejected {
-    fn new(refusal: Refusal, info: RequestInfo) -> Self {
-        Rejected {
-            refusal,
-            info,
-            identity: None,
-        }
-    }
-}
-
-/// A request ready for the upstream, with what its log line needs.
-struct Admitted {
-    request: Request<TimedBody<RequestBody>>,
-    info: RequestInfo,
-    /// The client's side of a requested protocol upgrade.
-    upgrade: Option<OnUpgrade>,
-}
-
-/// How a forwarded request was authenticated, kept past the snapshot.
-enum Forwarded {
-    Anonymous,
-    Key(Caller),
-}
-
-impl Forwarded {
-    fn outcome(&self) -> &'static str {
-        match self {
-            Forwarded::Anonymous => "anonymous",
-            Forwarded::Key { .. } => "forwarded",
-        }
-    }
-
-    fn into_caller(self) -> Option<Caller> {
-        match self {
-            Forwarded::Anonymous => None,
-            Forwarded::Key(caller) => Some(caller),
-        }
     }
 }
 
