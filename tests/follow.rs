@@ -164,3 +164,32 @@ async fn the_last_table_keeps_serving_while_the_database_is_away_and_across_a_re
     .await;
     assert_eq!(ready(&proxy).await["haplo"]["error"], Value::Null);
 }
+
+#[tokio::test]
+async fn the_servers_log_names_an_unreachable_database_without_its_password() {
+    use support::binary::{ConfigFile, Keygate};
+    let store = tempfile::tempdir().unwrap();
+    // Nothing listens on port 9: the follower fails at once.
+    let section = "[haplo]\ndatabase = \"postgres://keygate:hunter2-s3cret@127.0.0.1:9/haplo\"\napp_id = 4000\npoll_secs = 1\n";
+    let config = ConfigFile::serving(&store.path().join("keygate.redb"), None, section);
+    let mut keygate = Keygate::spawn(&config.path);
+    let deadline = Instant::now() + PATIENCE;
+    let line = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no log line about Haplo's database"
+        );
+        let Some(line) = keygate.next_line().await else {
+            panic!("keygate exited early");
+        };
+        assert!(
+            !line.contains("hunter2-s3cret"),
+            "a log line holds the password: {line}"
+        );
+        if line.contains("cannot sync keys from Haplo") {
+            break line;
+        }
+    };
+    assert!(line.contains("127.0.0.1:9"), "names the database: {line}");
+    keygate.kill();
+}
