@@ -155,7 +155,9 @@ pub fn rewrite_request(
     peer: &Peer,
     identity: Option<&Entry>,
 ) {
-    headers.remove(AUTHORIZATION);
+    if !settings.forward_credentials {
+        headers.remove(AUTHORIZATION);
+    }
     // One read-only pass first: most requests carry nothing else to strip,
     // and a scan of a handful of names is cheaper than a dozen hashed
     // removals that find nothing.
@@ -186,8 +188,16 @@ fn must_strip(name: &HeaderName, settings: &ProxySettings, trusted: bool) -> boo
         || name == EXPECT
         || is_alias(name.as_str(), settings.identity_header.as_str())
         || is_alias(name.as_str(), settings.key_id_header.as_str())
-        || is_alias(name.as_str(), X_ONEIS_KEY)
+        || is_credential_alias(name, settings)
         || forwarding::must_strip(name, trusted)
+}
+
+/// Whether `name` is a spelling of `X-ONEIS-Key` that goes: every
+/// spelling, or with `forward_credentials` every spelling but the exact
+/// header (which a stock Haplo reads again).
+fn is_credential_alias(name: &HeaderName, settings: &ProxySettings) -> bool {
+    is_alias(name.as_str(), X_ONEIS_KEY)
+        && !(settings.forward_credentials && name.as_str() == X_ONEIS_KEY)
 }
 
 /// Removes hop-by-hop headers, `Expect`, every spelling of the identity,
@@ -207,11 +217,9 @@ fn strip(headers: &mut HeaderMap, settings: &ProxySettings, trusted: bool) {
     let aliases: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
-            forwarding::must_strip(name, trusted) || {
+            forwarding::must_strip(name, trusted) || is_credential_alias(name, settings) || {
                 let name = name.as_str();
-                is_alias(name, identity_name)
-                    || is_alias(name, key_id_name)
-                    || is_alias(name, X_ONEIS_KEY)
+                is_alias(name, identity_name) || is_alias(name, key_id_name)
             }
         })
         .cloned()
