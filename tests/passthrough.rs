@@ -76,3 +76,35 @@ async fn by_default_no_credential_reaches_the_application() {
         assert!(!seen.headers.iter().any(|(_, v)| v.contains(&key.key[16..])));
     }
 }
+
+#[tokio::test]
+async fn target_and_method_overrides_never_reach_the_application() {
+    // A key scoped to /api/public/ must not reach /api/admin through an
+    // application that believes X-Original-URL, nor turn a GET into a
+    // DELETE through a method override; from a trusted proxy neither.
+    let upstream = RecordingUpstream::start().await;
+    let proxy = TestProxy::builder()
+        .upstream(upstream.addr)
+        .proxy("trusted_proxies = [\"127.0.0.1\"]")
+        .start()
+        .await;
+    let mut upstream = upstream;
+    let key = proxy.create_key("alice", "/api/public/").await;
+    let resp = proxy
+        .send(
+            Req::get("/api/public/x")
+                .basic(&key.key)
+                .header("X-Original-URL", "/api/admin")
+                .header("x_rewrite_url", "/api/admin")
+                .header("X-HTTP-Method-Override", "DELETE")
+                .header("X-Http-Method", "DELETE")
+                .header("X-Method_Override", "DELETE"),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = upstream.next().await;
+    let names: Vec<&str> = seen.headers.iter().map(|(n, _)| n.as_str()).collect();
+    for gone in ["original", "rewrite", "method"] {
+        assert!(!names.iter().any(|n| n.contains(gone)), "{names:?}");
+    }
+}

@@ -25,8 +25,12 @@
 //!    `X-Originating-IP`, `X-Remote-IP`, `X-Remote-Addr`, `Client-IP`,
 //!    `X-Original-Host` and `X-Host`. From a trusted proxy they are kept,
 //!    except in a `_` spelling, which no proxy writes.
-//! 4. For an authenticated request only, the identity headers are set.
-//! 5. `X-Forwarded-For` gains the peer address and `X-Forwarded-Proto` is
+//! 4. Target and method overrides (`X-Original-URL`, `X-Rewrite-URL`,
+//!    `X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`) are
+//!    removed in any spelling, from every peer: an application that
+//!    honoured one would serve a path or method the scope check never saw.
+//! 5. For an authenticated request only, the identity headers are set.
+//! 6. `X-Forwarded-For` gains the peer address and `X-Forwarded-Proto` is
 //!    set; client-sent values survive only from trusted proxies.
 //!
 //! The common request carries none of these, so [`rewrite_request`] first
@@ -189,7 +193,29 @@ fn must_strip(name: &HeaderName, settings: &ProxySettings, trusted: bool) -> boo
         || is_alias(name.as_str(), settings.identity_header.as_str())
         || is_alias(name.as_str(), settings.key_id_header.as_str())
         || is_credential_alias(name, settings)
+        || is_override(name)
         || forwarding::must_strip(name, trusted)
+}
+
+/// Headers with which some frameworks let a request name a different
+/// target or method than the one it was sent with (Symfony and IIS honour
+/// `X-Original-URL` / `X-Rewrite-URL`; Rails, Express and Spring honour
+/// method overrides). keygate checks the key's scope against the
+/// request-target it received, so an application that believed one of
+/// these would serve a path or method the key never admitted. They go in
+/// every spelling, from every peer.
+const OVERRIDES: [&str; 5] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+fn is_override(name: &HeaderName) -> bool {
+    OVERRIDES
+        .iter()
+        .any(|target| is_alias(name.as_str(), target))
 }
 
 /// Whether `name` is a spelling of `X-ONEIS-Key` that goes: every
@@ -217,10 +243,13 @@ fn strip(headers: &mut HeaderMap, settings: &ProxySettings, trusted: bool) {
     let aliases: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
-            forwarding::must_strip(name, trusted) || is_credential_alias(name, settings) || {
-                let name = name.as_str();
-                is_alias(name, identity_name) || is_alias(name, key_id_name)
-            }
+            forwarding::must_strip(name, trusted)
+                || is_credential_alias(name, settings)
+                || is_override(name)
+                || {
+                    let name = name.as_str();
+                    is_alias(name, identity_name) || is_alias(name, key_id_name)
+                }
         })
         .cloned()
         .collect();
