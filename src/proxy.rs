@@ -202,9 +202,14 @@ impl Proxy {
         let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         let upgraded = match (switching, upgrade) {
             (false, _) => None,
-            (true, Some(client)) => Some((client, hyper::upgrade::on(&mut response))),
-            (true, None) => {
-                // A 101 the client never asked for cannot be relayed.
+            (true, Some((client, offered)))
+                if upgrade::switched_as_offered(&offered, response.headers().get(UPGRADE)) =>
+            {
+                Some((client, hyper::upgrade::on(&mut response)))
+            }
+            (true, _) => {
+                // A 101 the client never asked for, or to a protocol it did
+                // not offer (and keygate did not allow), cannot be relayed.
                 let rejected = Rejected {
                     refusal: Refusal::BadGateway(UpstreamCause::Other),
                     info,

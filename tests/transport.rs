@@ -134,6 +134,36 @@ async fn plain_http_clients_are_refused_by_a_tls_listener() {
 }
 
 #[tokio::test]
+async fn an_upstream_switching_to_a_protocol_the_client_did_not_offer_is_a_bad_gateway() {
+    // The client offers websocket; the application answers 101 with its
+    // own `echo` protocol. Relaying that would hand the client a protocol
+    // keygate never allowed for this request.
+    let upstream = RecordingUpstream::start().await;
+    let proxy = TestProxy::builder()
+        .upstream(upstream.addr)
+        .proxy("upgrades = [\"websocket\", \"echo\"]")
+        .start()
+        .await;
+    let key = proxy.create_key("alice", "/ws").await;
+    let head = String::from_utf8(Req::get("/ws").basic(&key.key).to_bytes())
+        .unwrap()
+        .replace(
+            "Connection: close\r\n",
+            "Connection: Upgrade\r\nUpgrade: websocket\r\n",
+        );
+    let mut stream = TcpStream::connect(proxy.proxy_addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(answer.contains("BAD-GATEWAY"), "{answer}");
+}
+
+#[tokio::test]
 async fn a_websocket_style_upgrade_is_relayed_after_authentication() {
     let upstream = RecordingUpstream::start().await;
     let proxy = TestProxy::builder()

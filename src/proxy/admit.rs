@@ -113,8 +113,8 @@ impl Proxy {
         let upgrade_protocol = upgrade::requested(&request, &settings.upgrades);
         let mut request = request;
         let upgrade = upgrade_protocol
-            .is_some()
-            .then(|| hyper::upgrade::on(&mut request));
+            .clone()
+            .map(|offered| (hyper::upgrade::on(&mut request), offered));
         let (mut parts, body) = request.into_parts();
         if !parts.headers.contains_key(HOST) {
             // HTTP/2 and absolute-form carry the host in the target.
@@ -198,8 +198,9 @@ impl Rejected {
 pub(super) struct Admitted {
     pub(super) request: Request<TimedBody<RequestBody>>,
     pub(super) info: RequestInfo,
-    /// The client's side of a requested protocol upgrade.
-    pub(super) upgrade: Option<OnUpgrade>,
+    /// The client's side of a requested protocol upgrade, and the
+    /// `Upgrade` value it offered.
+    pub(super) upgrade: Option<(OnUpgrade, http::HeaderValue)>,
 }
 
 /// How a forwarded request was authenticated, kept past the snapshot.

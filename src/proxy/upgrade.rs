@@ -73,6 +73,34 @@ pub(super) fn requested<B>(request: &Request<B>, allowed: &[String]) -> Option<H
     HeaderValue::from_str(&joined.join(", ")).ok()
 }
 
+/// Whether the upstream's `101` switched to a protocol the client offered
+/// (`offered`, the `Upgrade` value forwarded): its `Upgrade` must name one
+/// protocol, and that protocol's name must be among the offered ones.
+/// Otherwise the application switched to something keygate never
+/// allowed, and the 101 is not relayed.
+pub(super) fn switched_as_offered(offered: &HeaderValue, chosen: Option<&HeaderValue>) -> bool {
+    let name = |protocol: &str| {
+        protocol
+            .split_once('/')
+            .map_or(protocol, |(name, _)| name)
+            .trim_matches([' ', '\t'])
+            .to_ascii_lowercase()
+    };
+    let Some(chosen) = chosen.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    if chosen.contains(',') {
+        return false;
+    }
+    let chosen = name(chosen);
+    !chosen.is_empty()
+        && offered
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .any(|protocol| name(protocol) == chosen)
+}
+
 /// Whether `protocol` (`name` or `name/version`, both tokens) names a
 /// protocol in `allowed`, ignoring case.
 fn is_allowed(protocol: &str, allowed: &[String]) -> bool {
@@ -175,6 +203,17 @@ mod tests {
                 "{lines:?}"
             );
         }
+    }
+
+    #[test]
+    fn only_an_offered_protocol_may_be_switched_to() {
+        let offered = HeaderValue::from_static("websocket, chat/2");
+        let check = |chosen: &'static str| {
+            switched_as_offered(&offered, Some(&HeaderValue::from_static(chosen)))
+        };
+        assert!(check("websocket") && check("WebSocket") && check("chat/3"));
+        assert!(!check("h2c") && !check("websocket, h2c") && !check(""));
+        assert!(!switched_as_offered(&offered, None));
     }
 
     #[test]
