@@ -145,7 +145,7 @@ async fn an_upstream_switching_to_a_protocol_the_client_did_not_offer_is_a_bad_g
         .start()
         .await;
     let key = proxy.create_key("alice", "/ws").await;
-    let head = String::from_utf8(Req::get("/ws").basic(&key.key).to_bytes())
+    let head = String::from_utf8(Req::get("/ws-echo").basic(&key.key).to_bytes())
         .unwrap()
         .replace(
             "Connection: close\r\n",

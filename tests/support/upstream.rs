@@ -6,7 +6,8 @@
 //! - `/status/NNN...`: answers with that status;
 //! - `/hang...`: never answers (for the upstream timeout);
 //! - `/gate...`: answers `released` once the test calls `open_gate()`;
-//! - `/ws...` with `Upgrade`: switches protocols (101) and echoes bytes;
+//! - `/ws...` with `Upgrade`: switches protocols (101) to the first one
+//!   offered (`/ws-echo...`: always to `echo`) and echoes bytes;
 //! - anything else: 200 `ok`.
 //!
 //! Each request is recorded (method, target exactly as received, headers
@@ -185,6 +186,7 @@ async fn answer(
         return std::future::pending().await;
     }
     if target.starts_with("/ws") && req.headers().contains_key(hyper::header::UPGRADE) {
+        let echo_only = target.starts_with("/ws-echo");
         let record = Recorded {
             method,
             target,
@@ -216,10 +218,21 @@ async fn answer(
         });
         let mut response = Response::new(Full::new(Bytes::new()));
         *response.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
-        response.headers_mut().insert(
-            hyper::header::UPGRADE,
-            hyper::header::HeaderValue::from_static("echo"),
-        );
+        // `/ws-echo` always switches to its own `echo` protocol, whatever
+        // was offered; `/ws` switches to the first protocol offered.
+        let chosen = if echo_only {
+            hyper::header::HeaderValue::from_static("echo")
+        } else {
+            req.headers()
+                .get(hyper::header::UPGRADE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| hyper::header::HeaderValue::from_str(v.trim()).ok())
+                .unwrap_or_else(|| hyper::header::HeaderValue::from_static("echo"))
+        };
+        response
+            .headers_mut()
+            .insert(hyper::header::UPGRADE, chosen);
         response.headers_mut().insert(
             hyper::header::CONNECTION,
             hyper::header::HeaderValue::from_static("upgrade"),
