@@ -91,6 +91,9 @@ struct Writer {
     interner: Interner,
     /// A key was removed since the interner was last pruned.
     removed: bool,
+    /// The last fleet sequence number applied (0: none; see
+    /// [`Keyring::apply_synced`]).
+    synced: u64,
 }
 
 /// An admin write failed, or was refused.
@@ -122,6 +125,7 @@ impl Keyring {
     /// Opens the store with a given clock (tests move a manual one).
     pub fn open_with_clock(path: &Path, clock: Clock) -> Result<Self, StoreError> {
         let store = Store::open(path)?;
+        let synced = store.synced_seq()?;
         let mut interner = Interner::default();
         let mut builder = Builder::with_capacity(usize::try_from(store.key_count()?).unwrap_or(0));
         store.scan_keys(|row| {
@@ -135,6 +139,7 @@ impl Keyring {
             writer: Mutex::new(Writer {
                 interner,
                 removed: false,
+                synced,
             }),
             clock,
         })
@@ -206,10 +211,25 @@ impl Keyring {
         changes: &[Change],
         events: &[AuditEvent],
     ) -> Result<(), StoreError> {
-        if changes.is_empty() && events.is_empty() {
+        self.publish_at(writer, changes, events, None)
+    }
+
+    /// [`Keyring::publish`], recording fleet sequence number `synced` with
+    /// the changes when given.
+    fn publish_at(
+        &self,
+        writer: &mut Writer,
+        changes: &[Change],
+        events: &[AuditEvent],
+        synced: Option<u64>,
+    ) -> Result<(), StoreError> {
+        if changes.is_empty() && events.is_empty() && synced.is_none() {
             return Ok(());
         }
-        self.store.apply(changes, events)?;
+        self.store.apply_at(changes, events, synced)?;
+        if let Some(seq) = synced {
+            writer.synced = seq;
+        }
         let current = self.current.load_full();
         self.current
             .store(Arc::new(current.apply(changes, &mut writer.interner)));
@@ -217,6 +237,38 @@ impl Keyring {
             writer.removed = true;
         }
         Ok(())
+    }
+
+    /// Applies changes from a fleet's shared change log, each with its
+    /// sequence number, in order: the same path as every local write (one
+    /// transaction, then one snapshot swap), with the last sequence number
+    /// recorded in that transaction. Changes at or below the number already
+    /// applied are skipped, so a batch that overlaps what a replica has
+    /// (a reconnect, a notification for changes it already fetched) applies
+    /// nothing twice. Returns the sequence number the copy now stands at.
+    pub fn apply_synced(&self, batch: &[(u64, Change)]) -> Result<u64, StoreError> {
+        let mut writer = self.writer();
+        let applied = writer.synced;
+        let fresh: Vec<Change> = batch
+            .iter()
+            .filter(|(seq, _)| *seq > applied)
+            .map(|(_, change)| change.clone())
+            .collect();
+        let Some(last) = batch
+            .iter()
+            .map(|(seq, _)| *seq)
+            .filter(|seq| *seq > applied)
+            .max()
+        else {
+            return Ok(applied);
+        };
+        self.publish_at(&mut writer, &fresh, &[], Some(last))?;
+        Ok(last)
+    }
+
+    /// The last fleet sequence number applied to this replica's copy.
+    pub fn synced_seq(&self) -> u64 {
+        self.writer().synced
     }
 
     /// A new key whose id the store does not hold. A 96-bit id collision

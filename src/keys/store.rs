@@ -6,6 +6,7 @@
 //! | table       | key            | value                                 |
 //! |-------------|----------------|---------------------------------------|
 //! | `meta`      | `"schema"`     | schema version (`u64`)                |
+//! | `meta`      | `"synced_seq"` | last fleet change applied (`u64`)     |
 //! | `keys`      | key id (`str`) | versioned record ([`KeyRecord`])      |
 //! | `users`     | user id        | block flags: 1 admin, 2 Haplo (absent = active) |
 //! | `last_used` | key id         | Unix seconds of the latest use        |
@@ -47,6 +48,8 @@ use crate::timestamp::Timestamp;
 mod read;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The `meta` entry holding the last fleet sequence number applied.
+const SYNCED_SEQ: &str = "synced_seq";
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const USERS: TableDefinition<&str, u8> = TableDefinition::new("users");
 const LAST_USED: TableDefinition<&str, i64> = TableDefinition::new("last_used");
@@ -225,7 +228,24 @@ impl Store {
     /// all in one transaction: every change keygate makes, and every
     /// change that arrives from elsewhere, is written here.
     pub fn apply(&self, changes: &[Change], events: &[AuditEvent]) -> Result<(), StoreError> {
+        self.apply_at(changes, events, None)
+    }
+
+    /// [`Store::apply`], also recording (in the same transaction) that the
+    /// store holds a fleet's shared table up to sequence number `synced`:
+    /// after a crash the file and its sequence number agree, so a replica
+    /// catches up from exactly where its copy stands.
+    pub fn apply_at(
+        &self,
+        changes: &[Change],
+        events: &[AuditEvent],
+        synced: Option<u64>,
+    ) -> Result<(), StoreError> {
         self.write(|txn| {
+            if let Some(seq) = synced {
+                let mut meta = txn.open_table(META).map_err(StoreError::redb)?;
+                meta.insert(SYNCED_SEQ, seq).map_err(StoreError::redb)?;
+            }
             let mut keys = txn.open_table(KEYS).map_err(StoreError::redb)?;
             let mut last_used = txn.open_table(LAST_USED).map_err(StoreError::redb)?;
             let mut users = txn.open_table(USERS).map_err(StoreError::redb)?;

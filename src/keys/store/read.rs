@@ -8,7 +8,9 @@ use std::ops::Bound;
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use super::{AuditFrom, Contents, Store, StoreError, AUDIT, KEYS, LAST_USED, USERS};
+use super::{
+    AuditFrom, Contents, Store, StoreError, AUDIT, KEYS, LAST_USED, META, SYNCED_SEQ, USERS,
+};
 use crate::keys::audit::AuditEvent;
 use crate::keys::record::{decode_stored, DecodeError, KeyRow, Stored};
 use crate::keys::{KeyId, KeyRecord, UserId};
@@ -32,6 +34,16 @@ impl Store {
             .map(|(user, _)| user)
             .collect();
         Ok(contents)
+    }
+
+    /// The last fleet sequence number applied to this file (0: none).
+    pub fn synced_seq(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::redb)?;
+        let meta = txn.open_table(META).map_err(StoreError::redb)?;
+        Ok(meta
+            .get(SYNCED_SEQ)
+            .map_err(StoreError::redb)?
+            .map_or(0, |v| v.value()))
     }
 
     /// Number of keys stored.
