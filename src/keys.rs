@@ -28,6 +28,7 @@ mod hash;
 mod intern;
 mod key;
 mod keyring;
+mod pending;
 mod record;
 mod snapshot;
 mod store;

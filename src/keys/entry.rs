@@ -19,60 +19,27 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use http::HeaderValue;
 
 use super::intern::{Interner, User};
 use super::record::{DecodeError, KeyRow, RowHash};
-use super::{BcryptHash, KeyHash, KeyId, KeyRecord, SecretHash};
+use super::{KeyHash, KeyId, KeyRecord, SecretHash};
 use crate::scope::Scope;
 use crate::timestamp::Timestamp;
-
-impl Check {
-    fn bcrypt(bcrypt: BcryptHash) -> Self {
-        Check::Bcrypt(Box::new(Upgrading {
-            bcrypt,
-            upgraded: OnceLock::new(),
-        }))
-    }
-}
 
 /// `expires_at` of a key that never expires.
 const NEVER: i64 = i64::MAX;
 
-/// What the request path checks a presented secret against.
-enum Check {
-    Blake3(SecretHash),
-    /// An imported key not yet used (boxed: rare, and bigger).
-    Bcrypt(Box<Upgrading>),
-}
-
-/// An imported key's bcrypt hash, and the BLAKE3 hash of the secret that
-/// bcrypt accepted, once one has been presented. Set once, in memory, by
-/// the request that proved the secret; written to the store later, in a
-/// batch, like last-use times.
-struct Upgrading {
-    bcrypt: BcryptHash,
-    upgraded: OnceLock<SecretHash>,
-}
-
-/// The result of checking a presented secret's BLAKE3 hash against an
-/// entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Checked {
-    /// The secret is right.
-    Match,
-    /// The secret is wrong.
-    Mismatch,
-    /// Only bcrypt can tell: the key was imported and not yet used.
-    NeedsBcrypt,
-}
-
 /// One key as the request path sees it.
 pub struct Entry {
     pub(super) id: KeyId,
-    hash: Check,
+    /// BLAKE3 of the secret; for a key imported from Haplo and not yet
+    /// proven, the decoy hash that no secret produces (its bcrypt hash is
+    /// in the snapshot's `pending` table, not here: every key would pay
+    /// for the room, and an entry is 88 bytes).
+    hash: SecretHash,
     user: Arc<User>,
     scope: Arc<Scope>,
     /// Unix seconds from which the key is refused ([`NEVER`]: no expiry).
@@ -98,7 +65,7 @@ impl fmt::Debug for Entry {
 impl Entry {
     fn build(
         id: KeyId,
-        hash: Check,
+        hash: SecretHash,
         user: Arc<User>,
         scope: Arc<Scope>,
         expires_at: Option<Timestamp>,
@@ -125,8 +92,8 @@ impl Entry {
     /// An entry for a record, sharing its user and scope through `interner`.
     pub(crate) fn interned(record: &KeyRecord, interner: &mut Interner) -> Arc<Self> {
         let hash = match &record.hash {
-            KeyHash::Blake3(hash) => Check::Blake3(*hash),
-            KeyHash::Bcrypt(bcrypt) => Check::bcrypt(bcrypt.clone()),
+            KeyHash::Blake3(hash) => *hash,
+            KeyHash::Bcrypt(_) => SecretHash::decoy(),
         };
         Self::build(
             record.id,
@@ -151,10 +118,9 @@ impl Entry {
             .scope(row.scope)
             .map_err(|_| DecodeError::Invalid("scope"))?;
         let hash = match row.hash {
-            RowHash::Blake3(bytes) => Check::Blake3(SecretHash::from_bytes(bytes)),
-            RowHash::Bcrypt(text) => Check::bcrypt(
-                BcryptHash::parse(text).map_err(|_| DecodeError::Invalid("bcrypt hash"))?,
-            ),
+            RowHash::Blake3(bytes) => SecretHash::from_bytes(bytes),
+            // Validated by the snapshot builder, which keeps it.
+            RowHash::Bcrypt(_) => SecretHash::decoy(),
         };
         Ok(Self::build(
             row.id,
@@ -172,52 +138,11 @@ impl Entry {
         self.id
     }
 
-    /// Checks a presented secret's BLAKE3 hash, in constant time.
+    /// Whether a presented secret's BLAKE3 hash is this key's, in
+    /// constant time. Never true for a key still waiting for bcrypt.
     #[inline]
-    pub(crate) fn check(&self, presented: &SecretHash) -> Checked {
-        let known = match &self.hash {
-            Check::Blake3(hash) => hash,
-            Check::Bcrypt(upgrading) => match upgrading.upgraded.get() {
-                Some(hash) => hash,
-                None => return Checked::NeedsBcrypt,
-            },
-        };
-        if known.matches(presented) {
-            Checked::Match
-        } else {
-            Checked::Mismatch
-        }
-    }
-
-    /// The bcrypt hash of an imported key not yet used.
-    pub fn pending_bcrypt(&self) -> Option<&BcryptHash> {
-        match &self.hash {
-            Check::Bcrypt(upgrading) if upgrading.upgraded.get().is_none() => {
-                Some(&upgrading.bcrypt)
-            }
-            _ => None,
-        }
-    }
-
-    /// Records that bcrypt accepted the secret whose BLAKE3 hash is
-    /// `hash`, if this entry's bcrypt hash is still `checked` (the key may
-    /// have been replaced while bcrypt ran). From then on the key is
-    /// checked with BLAKE3.
-    pub(crate) fn upgrade(&self, checked: &BcryptHash, hash: SecretHash) {
-        if let Check::Bcrypt(upgrading) = &self.hash {
-            if upgrading.bcrypt == *checked {
-                let _ = upgrading.upgraded.set(hash);
-            }
-        }
-    }
-
-    /// The BLAKE3 hash an imported key was upgraded to in memory, not yet
-    /// written to the store.
-    pub(crate) fn unpersisted_upgrade(&self) -> Option<SecretHash> {
-        match &self.hash {
-            Check::Bcrypt(upgrading) => upgrading.upgraded.get().copied(),
-            Check::Blake3(_) => None,
-        }
+    pub(crate) fn matches(&self, presented: &SecretHash) -> bool {
+        self.hash.matches(presented)
     }
 
     /// The key's owner.
@@ -297,5 +222,19 @@ impl Entry {
             .fetch_max(old.last_used.load(Ordering::Relaxed), Ordering::Relaxed);
         self.persisted
             .fetch_max(old.persisted.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_stays_88_bytes() {
+        // A million keys are a million entries (plus their `Arc` headers):
+        // every 8 bytes here cost about 16 MB of resident memory at that
+        // scale, through the allocator's size classes. Rare per-key state
+        // (bcrypt for imported keys) lives beside the entries instead.
+        assert!(std::mem::size_of::<Entry>() <= 88);
     }
 }

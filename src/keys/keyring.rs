@@ -46,7 +46,7 @@ use super::intern::Interner;
 use super::snapshot::Builder;
 use super::store::AuditFrom;
 use super::{
-    ApiKey, BcryptHash, Blocker, Change, Entry, KeyHash, KeyId, KeyRecord, Origin, PresentedKey,
+    ApiKey, BcryptHash, Blocker, Change, KeyHash, KeyId, KeyRecord, Origin, PresentedKey,
     SecretHash, Snapshot, Store, StoreError, UserId,
 };
 use crate::scope::Scope;
@@ -128,10 +128,7 @@ impl Keyring {
         let synced = store.synced_seq()?;
         let mut interner = Interner::default();
         let mut builder = Builder::with_capacity(usize::try_from(store.key_count()?).unwrap_or(0));
-        store.scan_keys(|row| {
-            builder.insert(Entry::from_row(row, &mut interner)?);
-            Ok(())
-        })?;
+        store.scan_keys(|row| builder.insert_row(row, &mut interner))?;
         let snapshot = builder.finish(store.blocked_users()?);
         Ok(Keyring {
             current: ArcSwap::from_pointee(snapshot),

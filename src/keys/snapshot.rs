@@ -19,9 +19,11 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use super::change::{with_block, Blocker, Change};
-use super::entry::{Checked, Entry};
+use super::entry::Entry;
 use super::intern::Interner;
-use super::{KeyId, KeyRecord, PresentedKey, SecretHash, UserId};
+use super::pending::Pending;
+use super::record::{DecodeError, KeyRow, RowHash};
+use super::{BcryptHash, KeyHash, KeyId, KeyRecord, PresentedKey, SecretHash, UserId};
 use crate::timestamp::Timestamp;
 
 /// `log2` of the number of shards.
@@ -93,6 +95,9 @@ pub struct Snapshot {
     len: usize,
     /// Blocked users and who blocks them ([`Blocker`] bits).
     blocked: imbl::HashMap<UserId, u8>,
+    /// Keys imported from Haplo still waiting for their bcrypt check (see
+    /// `pending.rs`); empty in most deployments.
+    pending: imbl::HashMap<KeyId, Arc<Pending>>,
 }
 
 impl Default for Snapshot {
@@ -115,6 +120,7 @@ impl fmt::Debug for Snapshot {
 pub(crate) struct Builder {
     shards: Vec<Shard>,
     len: usize,
+    pending: imbl::HashMap<KeyId, Arc<Pending>>,
 }
 
 impl Builder {
@@ -133,7 +139,23 @@ impl Builder {
                 .map(|_| Shard::with_capacity(per_shard))
                 .collect(),
             len: 0,
+            pending: imbl::HashMap::new(),
         }
+    }
+
+    /// Adds the key a store's row describes.
+    pub(crate) fn insert_row(
+        &mut self,
+        row: &KeyRow<'_>,
+        interner: &mut Interner,
+    ) -> Result<(), DecodeError> {
+        if let RowHash::Bcrypt(text) = row.hash {
+            let bcrypt =
+                BcryptHash::parse(text).map_err(|_| DecodeError::Invalid("bcrypt hash"))?;
+            self.pending.insert(row.id, Arc::new(Pending::new(bcrypt)));
+        }
+        self.insert(Entry::from_row(row, interner)?);
+        Ok(())
     }
 
     /// Adds an entry (replacing one with the same id).
@@ -164,6 +186,7 @@ impl Builder {
                 .collect(),
             len: self.len,
             blocked: blocked.into_iter().collect(),
+            pending: self.pending,
         }
     }
 }
@@ -179,6 +202,11 @@ impl Snapshot {
         let mut interner = Interner::default();
         let mut builder = Builder::with_capacity(keys.size_hint().0);
         for record in keys {
+            if let KeyHash::Bcrypt(bcrypt) = &record.hash {
+                builder
+                    .pending
+                    .insert(record.id, Arc::new(Pending::new(bcrypt.clone())));
+            }
             builder.insert(Entry::interned(&record, &mut interner));
         }
         builder.finish(blocked.into_iter().map(|user| (user, Blocker::Admin.bit())))
@@ -197,16 +225,41 @@ impl Snapshot {
         };
         let hash = key.secret_hash();
         match self.entry(&key.id()) {
-            Some(entry) => match entry.check(&hash) {
-                Checked::Match if !entry.is_expired(now) => Verified::Valid(entry),
-                Checked::NeedsBcrypt if !entry.is_expired(now) => Verified::NeedsBcrypt(entry),
-                Checked::Match | Checked::Mismatch | Checked::NeedsBcrypt => Verified::Invalid,
+            Some(entry) if entry.matches(&hash) => {
+                if entry.is_expired(now) {
+                    Verified::Invalid
+                } else {
+                    Verified::Valid(entry)
+                }
+            }
+            // Only a key imported from Haplo and not yet presented can
+            // still be right; most snapshots have none.
+            Some(entry) if !self.pending.is_empty() => match self.pending.get(&key.id()) {
+                Some(_) if entry.is_expired(now) => Verified::Invalid,
+                Some(pending) => match pending.proven() {
+                    Some(proven) if proven.matches(&hash) => Verified::Valid(entry),
+                    Some(_) => Verified::Invalid,
+                    None => Verified::NeedsBcrypt(entry),
+                },
+                None => Verified::Invalid,
             },
+            Some(_) => Verified::Invalid,
             None => {
                 let _ = SecretHash::decoy().matches(&hash);
                 Verified::Invalid
             }
         }
+    }
+
+    /// The bcrypt state of a key imported from Haplo and not yet written
+    /// back with its BLAKE3 hash.
+    pub(crate) fn pending(&self, id: &KeyId) -> Option<&Arc<Pending>> {
+        self.pending.get(id)
+    }
+
+    /// Every key waiting for (or just past) its bcrypt check.
+    pub(crate) fn pending_keys(&self) -> impl Iterator<Item = (&KeyId, &Arc<Pending>)> {
+        self.pending.iter()
     }
 
     /// Whether a user is blocked. Free when nobody is.
@@ -271,9 +324,23 @@ impl Snapshot {
         let mut touched: HashMap<usize, Shard> = HashMap::new();
         let mut len = self.len;
         let mut blocked = self.blocked.clone();
+        let mut pending = self.pending.clone();
         for change in changes {
             match change {
                 Change::Upsert(record) => {
+                    match &record.hash {
+                        // A proof already made for the same bcrypt hash
+                        // stays (an unchanged re-import while it is in
+                        // flight); a new hash starts over.
+                        KeyHash::Bcrypt(bcrypt) => {
+                            if pending.get(&record.id).is_none_or(|p| p.bcrypt() != bcrypt) {
+                                pending.insert(record.id, Arc::new(Pending::new(bcrypt.clone())));
+                            }
+                        }
+                        KeyHash::Blake3(_) => {
+                            pending.remove(&record.id);
+                        }
+                    }
                     let entry = Entry::interned(record, interner);
                     let index = shard_of(&entry.id);
                     let shard = touched
@@ -287,6 +354,7 @@ impl Snapshot {
                     }
                 }
                 Change::Remove(id) => {
+                    pending.remove(id);
                     let index = shard_of(id);
                     let present = match touched.get(&index) {
                         Some(shard) => shard.contains(id),
@@ -332,6 +400,7 @@ impl Snapshot {
             shards,
             len,
             blocked,
+            pending,
         }
     }
 

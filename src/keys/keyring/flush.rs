@@ -7,7 +7,7 @@
 //! the periodic flush. A crash between the two loses only what the next
 //! use records again: a last-use time, or one more bcrypt check.
 
-use super::{Change, Entry, KeyHash, KeyId, Keyring, PresentedKey, SecretHash, StoreError};
+use super::{Change, KeyHash, KeyId, Keyring, PresentedKey, SecretHash, StoreError};
 use crate::timestamp::Timestamp;
 
 impl Keyring {
@@ -23,15 +23,15 @@ impl Keyring {
     pub fn flush_last_used(&self) -> Result<usize, StoreError> {
         let scanned = self.current.load_full();
         let mut batch: Vec<(KeyId, Timestamp)> = Vec::new();
-        let mut upgraded: Vec<(KeyId, SecretHash)> = Vec::new();
         for entry in scanned.entries() {
             if let Some(at) = entry.unpersisted_use() {
                 batch.push((entry.id(), at));
             }
-            if let Some(hash) = entry.unpersisted_upgrade() {
-                upgraded.push((entry.id(), hash));
-            }
         }
+        let upgraded: Vec<(KeyId, SecretHash)> = scanned
+            .pending_keys()
+            .filter_map(|(id, pending)| pending.proven().map(|hash| (*id, *hash)))
+            .collect();
         drop(scanned);
         let mut writer = self.writer();
         if writer.removed {
@@ -66,13 +66,13 @@ impl Keyring {
         let current = self.current.load_full();
         let mut changes = Vec::with_capacity(proven.len());
         for (id, hash) in proven {
-            // Under the writer lock: the entry in force is the stored key
-            // unless a change is being published, which it is not.
-            let same_entry = current
-                .entry(id)
-                .and_then(Entry::unpersisted_upgrade)
-                .is_some_and(|upgraded| upgraded.matches(hash));
-            if !same_entry {
+            // Under the writer lock, so the snapshot in force is the store:
+            // a key replaced since it was proven has a new pending state.
+            let same_key = current
+                .pending(id)
+                .and_then(|pending| pending.proven())
+                .is_some_and(|proven| proven.matches(hash));
+            if !same_key {
                 continue;
             }
             if let Some(mut record) = self.store.key(*id)? {
@@ -96,24 +96,23 @@ impl Keyring {
         let Some(key) = PresentedKey::parse(presented) else {
             return false;
         };
-        let pending = {
+        let bcrypt = {
             let snapshot = self.current.load();
-            match snapshot.entry(&key.id()) {
-                None => return false,
-                Some(entry) => match entry.pending_bcrypt() {
-                    Some(bcrypt) => bcrypt.clone(),
-                    // Proven meanwhile: the caller's next check decides.
-                    None => return true,
-                },
+            match snapshot.pending(&key.id()) {
+                // Not an imported key waiting for bcrypt (any more): the
+                // caller's next check decides.
+                None => return snapshot.entry(&key.id()).is_some(),
+                Some(pending) if pending.proven().is_some() => return true,
+                Some(pending) => pending.bcrypt().clone(),
             }
         };
-        if !pending.verify(key.secret()) {
+        if !bcrypt.verify(key.secret()) {
             return false;
         }
-        // The snapshot may have been swapped while bcrypt ran; upgrade the
-        // entry in force now, if it is still the same imported key.
-        if let Some(entry) = self.current.load().entry(&key.id()) {
-            entry.upgrade(&pending, key.secret_hash());
+        // The snapshot may have been swapped while bcrypt ran; record the
+        // proof on the state in force now, if it is still for this hash.
+        if let Some(pending) = self.current.load().pending(&key.id()) {
+            pending.prove(&bcrypt, key.secret_hash());
         }
         true
     }
