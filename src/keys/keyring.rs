@@ -38,8 +38,10 @@ use arc_swap::{ArcSwap, Guard};
 
 mod flush;
 mod import;
+mod writes;
 
 pub use self::import::{HaploBatch, HaploKeyRow, HaploUserRow, ImportReport, Missing, Skipped};
+pub use self::writes::Planned;
 
 use super::audit::{Action, AuditEvent};
 use super::intern::Interner;
@@ -244,6 +246,16 @@ impl Keyring {
     /// (a reconnect, a notification for changes it already fetched) applies
     /// nothing twice. Returns the sequence number the copy now stands at.
     pub fn apply_synced(&self, batch: &[(u64, Change)]) -> Result<u64, StoreError> {
+        self.apply_synced_with(batch, &[])
+    }
+
+    /// [`Keyring::apply_synced`] with audit events to record locally too (a
+    /// replica's own write, whose events the shared table also holds).
+    pub fn apply_synced_with(
+        &self,
+        batch: &[(u64, Change)],
+        events: &[AuditEvent],
+    ) -> Result<u64, StoreError> {
         let mut writer = self.writer();
         let applied = writer.synced;
         let fresh: Vec<Change> = batch
@@ -259,139 +271,13 @@ impl Keyring {
         else {
             return Ok(applied);
         };
-        self.publish_at(&mut writer, &fresh, &[], Some(last))?;
+        self.publish_at(&mut writer, &fresh, events, Some(last))?;
         Ok(last)
     }
 
     /// The last fleet sequence number applied to this replica's copy.
     pub fn synced_seq(&self) -> u64 {
         self.writer().synced
-    }
-
-    /// A new key whose id the store does not hold. A 96-bit id collision
-    /// is practically impossible, but cheap to rule out; the store, not the
-    /// snapshot, is asked, since changes may arrive from elsewhere.
-    fn fresh_key(&self) -> Result<ApiKey, WriteError> {
-        loop {
-            let key = ApiKey::generate().map_err(WriteError::Random)?;
-            if self.store.key(key.id())?.is_none() {
-                return Ok(key);
-            }
-        }
-    }
-
-    /// Creates a key: durable and in effect when this returns. `client` is
-    /// the admin client's address, for the audit trail.
-    pub fn create(
-        &self,
-        new: NewKey,
-        client: Option<&str>,
-    ) -> Result<(ApiKey, KeyRecord), WriteError> {
-        let mut writer = self.writer();
-        let key = self.fresh_key()?;
-        let now = self.clock.now();
-        let record = KeyRecord {
-            id: key.id(),
-            hash: KeyHash::Blake3(key.secret_hash()),
-            user: new.user,
-            name: new.name,
-            scope: new.scope,
-            created_at: now,
-            expires_at: new.expires_at,
-            last_used_at: None,
-            origin: Origin::Keygate,
-        };
-        let event = AuditEvent::for_key(Action::KeyCreated, &record, now, client);
-        self.publish(&mut writer, &[Change::Upsert(record.clone())], &[event])?;
-        Ok((key, record))
-    }
-
-    /// Revokes a key: refused by every request that starts after this
-    /// returns. `None` if no such key.
-    pub fn revoke(&self, id: KeyId, client: Option<&str>) -> Result<Option<KeyRecord>, WriteError> {
-        let mut writer = self.writer();
-        let Some(record) = self.store.key(id)? else {
-            return Ok(None);
-        };
-        owned_here(&record)?;
-        let event = AuditEvent::for_key(Action::KeyRevoked, &record, self.clock.now(), client);
-        self.publish(&mut writer, &[Change::Remove(id)], &[event])?;
-        Ok(Some(record))
-    }
-
-    /// Rotates a key: a new key with the same user, name, scope and expiry;
-    /// the old one keeps working for `grace_secs` (revoked at once when 0).
-    /// `None` if no such key.
-    pub fn rotate(
-        &self,
-        id: KeyId,
-        grace_secs: u64,
-        client: Option<&str>,
-    ) -> Result<Option<Rotated>, WriteError> {
-        let mut writer = self.writer();
-        let Some(old) = self.store.key(id)? else {
-            return Ok(None);
-        };
-        owned_here(&old)?;
-        let key = self.fresh_key()?;
-        let now = self.clock.now();
-        let record = KeyRecord {
-            id: key.id(),
-            hash: KeyHash::Blake3(key.secret_hash()),
-            user: old.user.clone(),
-            name: old.name.clone(),
-            scope: old.scope.clone(),
-            created_at: now,
-            expires_at: old.expires_at,
-            last_used_at: None,
-            origin: Origin::Keygate,
-        };
-        let kept = (grace_secs > 0).then(|| {
-            let until = now.plus_secs(grace_secs);
-            let mut kept = old.clone();
-            // Never extend a key past its own expiry.
-            kept.expires_at = Some(old.expires_at.map_or(until, |at| at.min(until)));
-            kept
-        });
-        let mut event = AuditEvent::for_key(Action::KeyRotated, &old, now, client);
-        event.new_key_id = Some(record.id.to_string());
-        event.grace_until = kept
-            .as_ref()
-            .and_then(|k| k.expires_at)
-            .map(Timestamp::unix);
-        // The kept key's live last-use times carry over (`Snapshot::apply`).
-        let old_change = match &kept {
-            Some(kept) => Change::Upsert(kept.clone()),
-            None => Change::Remove(id),
-        };
-        self.publish(
-            &mut writer,
-            &[old_change, Change::Upsert(record.clone())],
-            &[event],
-        )?;
-        Ok(Some(Rotated {
-            key,
-            record,
-            old: kept,
-        }))
-    }
-
-    /// Blocks or unblocks a user as keygate's admin (a block by Haplo
-    /// stays in force until Haplo lifts it).
-    pub fn set_blocked(
-        &self,
-        user: &UserId,
-        blocked: bool,
-        client: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let mut writer = self.writer();
-        let event = AuditEvent::for_user(blocked, user.as_str(), self.clock.now(), client);
-        let change = Change::Block {
-            user: user.clone(),
-            blocked,
-            by: Blocker::Admin,
-        };
-        self.publish(&mut writer, &[change], &[event])
     }
 
     /// The audit trail from `from`, at most `limit` events.
@@ -401,13 +287,5 @@ impl Keyring {
         limit: usize,
     ) -> Result<Vec<(u64, AuditEvent)>, StoreError> {
         self.store.audit(from, limit)
-    }
-}
-
-/// Refuses a change through keygate's admin API to a key Haplo owns.
-fn owned_here(record: &KeyRecord) -> Result<(), WriteError> {
-    match record.origin {
-        Origin::Keygate => Ok(()),
-        Origin::Haplo { app, .. } => Err(WriteError::OwnedByHaplo { id: record.id, app }),
     }
 }
