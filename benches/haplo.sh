@@ -28,10 +28,14 @@
 #             /proc/PID/stat (utime+stime)
 #   flood     native-key req/s alone vs with benches/haplo/flood.lua (1,000
 #             XFF addresses, wrong secrets for never-used imported ids)
-#             running at the same time, ROUNDS rounds each, interleaved
+#             running at the same time, ROUNDS rounds each, interleaved;
+#             once per FLOOD_CONNS value (64: the bcrypt queue never fills;
+#             400: more than the 256 that may wait, so 503s)
 #   poll      keygate-f: CPU of keygate and of its postgres backend per idle
 #             poll (IDLE_SECS of no change), then CHANGES times: INSERT one
-#             real Haplo key, time until it answers 200
+#             real Haplo key, time until it answers 200, while
+#             benches/haplo/stall.py times a native key every 5 ms on the
+#             same (one-worker) keygate, to show event-loop stalls
 # Needs: wrk, nginx, postgresql (apt-get install -y wrk nginx-light
 # postgresql), python3 with bcrypt (pip install bcrypt). Installs them if
 # missing. Builds keygate unless KG_BIN is set.
@@ -40,7 +44,7 @@
 # compete for them, so only ratios within one run mean anything.
 #
 # Settings: ROUNDS=3 DURATION=10 IMPORT_KEYS=10000 POLL_KEYS=100000
-#   IDLE_SECS=30 CHANGES=5 FLOOD_CONNS=64 BASE_PORT=18600 KEEP=0 KG_BIN=
+#   IDLE_SECS=30 CHANGES=5 FLOOD_CONNS="64 400" BASE_PORT=18600 KEEP=0 KG_BIN=
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -49,7 +53,7 @@ IMPORT_KEYS=${IMPORT_KEYS:-10000}
 POLL_KEYS=${POLL_KEYS:-100000}
 IDLE_SECS=${IDLE_SECS:-30}
 CHANGES=${CHANGES:-5}
-FLOOD_CONNS=${FLOOD_CONNS:-64}
+FLOOD_CONNS=${FLOOD_CONNS:-"64 400"} # one flood run per value
 BASE_PORT=${BASE_PORT:-18600}
 KEEP=${KEEP:-0}
 HOST=127.0.0.1
@@ -300,37 +304,43 @@ fi
 # ----------------------------------------------------------------- flood
 if want flood; then
     ensure_imported
-    echo "== A4 flood: native wrk -t1 -c64 -d${DURATION}s alone vs with"
-    echo "   FLOOD_FROM=1001 FLOOD_TO=$IMPORT_KEYS wrk -t1 -c$FLOOD_CONNS -d$((DURATION + 2))s -s benches/haplo/flood.lua http://$HOST:$P_KG/api/flood"
-    echo "   (flood starts 1 s before the native run; $ROUNDS rounds, alone/with alternating)"
-    declare -a ALONE WITH
-    for ((r = 0; r < ROUNDS; r++)); do
-        read -r reqs rps p99 non2xx cpu <<<"$(wrk_run "$P_KG" "$NATIVE" "$DURATION")"
-        printf '   round %d alone %8s req/s  p99 %6s us  non-2xx %s  keygate cpu %s us/req\n' $((r + 1)) "$rps" "$p99" "$non2xx" "$cpu"
-        ALONE+=("$rps")
-        sleep 1
-        c0=$(cpu_ticks "$KG_PID")
-        FLOOD_FROM=1001 FLOOD_TO=$IMPORT_KEYS wrk -t1 -c"$FLOOD_CONNS" -d$((DURATION + 2))s --timeout 10s \
-            -s "$REPO/benches/haplo/flood.lua" "http://$HOST:$P_KG/api/flood" >"$WORK/flood.$r" 2>&1 &
-        FLOOD_PID=$!
-        sleep 1
-        read -r reqs rps p99 non2xx cpu <<<"$(wrk_run "$P_KG" "$NATIVE" "$DURATION")"
-        wait "$FLOOD_PID" || true
-        c1=$(cpu_ticks "$KG_PID")
-        printf '   round %d with  %8s req/s  p99 %6s us  non-2xx %s  (keygate CPU over the flood: %.1f s of %d s)\n' \
-            $((r + 1)) "$rps" "$p99" "$non2xx" "$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" 'BEGIN { print t / hz }')" $((DURATION + 2))
-        WITH+=("$rps")
-        printf '     flood: %s req/s;' "$(awk '/Requests\/sec/ { print $2 }' "$WORK/flood.$r")"
-        awk -F'\t' '/^FLOODCOUNT/ { printf " %s: %s;", $2, $3 }' "$WORK/flood.$r"
-        awk '/Socket errors/ { printf " %s", $0 }' "$WORK/flood.$r"
-        printf '\n'
-        sleep 1
+    pass=0
+    for fc in $FLOOD_CONNS; do
+        ALONE=() WITH=()
+        pass=$((pass + 1))
+        echo "== A4 flood: native wrk -t1 -c64 -d${DURATION}s alone vs with"
+        echo "   FLOOD_FROM=1001 FLOOD_TO=$IMPORT_KEYS wrk -t1 -c$fc -d$((DURATION + 2))s -s benches/haplo/flood.lua http://$HOST:$P_KG/api/flood"
+        echo "   (flood starts 1 s before the native run; $ROUNDS rounds, alone/with alternating)"
+        for ((r = 0; r < ROUNDS; r++)); do
+            read -r reqs rps p99 non2xx cpu <<<"$(wrk_run "$P_KG" "$NATIVE" "$DURATION")"
+            printf '   round %d alone %8s req/s  p99 %6s us  non-2xx %s  keygate cpu %s us/req\n' $((r + 1)) "$rps" "$p99" "$non2xx" "$cpu"
+            ALONE+=("$rps")
+            sleep 1
+            c0=$(cpu_ticks "$KG_PID")
+            FLOOD_FROM=1001 FLOOD_TO=$IMPORT_KEYS wrk -t1 -c"$fc" -d$((DURATION + 2))s --timeout 10s \
+                -s "$REPO/benches/haplo/flood.lua" "http://$HOST:$P_KG/api/flood" >"$WORK/flood.$r" 2>&1 &
+            FLOOD_PID=$!
+            sleep 1
+            read -r reqs rps p99 non2xx cpu <<<"$(wrk_run "$P_KG" "$NATIVE" "$DURATION")"
+            wait "$FLOOD_PID" || true
+            c1=$(cpu_ticks "$KG_PID")
+            printf '   round %d with  %8s req/s  p99 %6s us  non-2xx %s  (keygate CPU over the flood: %.1f s of %d s)\n' \
+                $((r + 1)) "$rps" "$p99" "$non2xx" "$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" 'BEGIN { print t / hz }')" $((DURATION + 2))
+            WITH+=("$rps")
+            printf '     flood: %s req/s;' "$(awk '/Requests\/sec/ { print $2 }' "$WORK/flood.$r")"
+            awk -F'\t' '/^FLOODCOUNT/ { printf " %s: %s;", $2, $3 }' "$WORK/flood.$r"
+            awk '/Socket errors/ { printf " %s", $0 }' "$WORK/flood.$r"
+            printf '\n'
+            sleep 1
+        done
+        med() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+        a=$(med "${ALONE[@]}")
+        w=$(med "${WITH[@]}")
+        echo "   median native req/s: alone $a, with flood $w, ratio $(awk -v a="$w" -v b="$a" 'BEGIN { printf "%.3f", a / b }')"
+        fresh=$(printf 'bulk%012d' $((IMPORT_KEYS - 2 * pass)))
+        fresh2=$(printf 'bulk%012d' $((IMPORT_KEYS - 2 * pass + 1)))
+        echo "   at once after the flood: a native key $(code_of "$P_KG" "$NATIVE"), an unused imported key with the right secret $(code_of "$P_KG" "$fresh$SECRET"); 3 s later another unused one: $(sleep 3; code_of "$P_KG" "$fresh2$SECRET")"
     done
-    med() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-    a=$(med "${ALONE[@]}")
-    w=$(med "${WITH[@]}")
-    echo "   median native req/s: alone $a, with flood $w, ratio $(awk -v a="$w" -v b="$a" 'BEGIN { printf "%.3f", a / b }')"
-    echo "   after the flood, a native key: $(code_of "$P_KG" "$NATIVE"); an unused imported key with the right secret: $(code_of "$P_KG" bulk000000009999$SECRET)"
 fi
 
 # ------------------------------------------------------------------ poll
@@ -367,6 +377,9 @@ max_failures = 4294967295"
         polls = ms / 2000
         printf "   idle %.1f s = %.1f polls: keygate %.3f s CPU (%.1f ms/poll), postgres backend %.3f s CPU (%.1f ms/poll)\n",
             ms / 1000, polls, k / hz, k / hz * 1000 / polls, b / hz, b / hz * 1000 / polls }'
+    KF_NATIVE=$("$KG" keys create --admin "http://$HOST:$P_KF_ADMIN" --user bench --name stall --path /api/ 2>/dev/null | tail -1)
+    echo "   event-loop stall check, no change (python3 benches/haplo/stall.py $P_KF \$KEY 6):"
+    echo "     $(python3 "$REPO/benches/haplo/stall.py" "$P_KF" "$KF_NATIVE" 6)"
     echo "   change: INSERT INTO a4001.api_keys (one key, real bcrypt hash), then curl every 20 ms until 200"
     for i in $(seq "$CHANGES"); do
         id=$(printf 'chg%013d' "$i")
@@ -375,6 +388,9 @@ max_failures = 4294967295"
         sleep "0.$((RANDOM % 10))$((RANDOM % 10))" # land anywhere in the poll cycle
         k0=$(cpu_ticks "$KF_PID")
         b0=$(cpu_ticks "$BACKEND" 2>/dev/null || echo 0)
+        python3 "$REPO/benches/haplo/stall.py" "$P_KF" "$KF_NATIVE" 6 >"$WORK/stall.$i" &
+        STALL_PID=$!
+        sleep 0.5
         t0=$(ms_now)
         sql "INSERT INTO a4001.api_keys (user_id, a, b, path, name) VALUES (129, '$id', '$h', '/api/', 'change $i')"
         t1=$(ms_now)
@@ -390,6 +406,18 @@ max_failures = 4294967295"
         awk -v i="$i" -v ins=$((t1 - t0)) -v live=$((t2 - t0)) -v k=$((k1 - k0)) -v b=$((b1 - b0)) -v hz="$CLK_TCK" 'BEGIN {
             printf "   change %d: INSERT took %d ms; 200 after %d ms (from the INSERT start); CPU in that cycle: keygate %.0f ms, backend %.0f ms\n",
                 i, ins, live, k / hz * 1000, b / hz * 1000 }'
+        wait "$STALL_PID" || true
+        echo "     meanwhile on the same keygate, a native key every 5 ms: $(cat "$WORK/stall.$i")"
     done
+    # Control: the same kind of CPU load (reading 100,000 rows, diffing,
+    # committing) in other processes (the CLI, the other keygate, postgres),
+    # none of it on keygate-f's event loop.
+    python3 "$REPO/benches/haplo/stall.py" "$P_KF" "$KF_NATIVE" 6 >"$WORK/stall.control" &
+    STALL_PID=$!
+    sleep 0.5
+    t0=$(ms_now)
+    "$KG" import haplo --admin "$ADMIN" --database "$URL" --app 4001 >/dev/null
+    wait "$STALL_PID" || true
+    echo "   control: keygate import haplo --app 4001 ($POLL_KEYS keys) into the other keygate took $(($(ms_now) - t0)) ms; meanwhile on keygate-f: $(cat "$WORK/stall.control")"
     echo "   keygate-f RSS $(awk '/^VmRSS/ {print $2/1024 " MB"}' /proc/$KF_PID/status)"
 fi
