@@ -50,6 +50,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod fleet;
 pub mod haplo;
 pub mod keys;
 pub mod metrics;
