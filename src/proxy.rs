@@ -160,7 +160,14 @@ impl Proxy {
                             .record_failure(client, &settings.throttle, started);
                         Err(Rejected::new(Denied::InvalidKey.into(), proof.info))
                     }
-                    prove::Proved::Busy => Err(Rejected::new(Refusal::Busy, proof.info)),
+                    prove::Proved::Busy => {
+                        // Counted like a wrong key: an address that floods
+                        // unproven ids is throttled (and then refused before
+                        // bcrypt) instead of drawing free 503s for ever.
+                        self.throttle
+                            .record_failure(client, &settings.throttle, started);
+                        Err(Rejected::new(Refusal::Busy, proof.info))
+                    }
                 }
             }
         };

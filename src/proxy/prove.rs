@@ -14,8 +14,9 @@
 //!   addresses, can take at most that share of the CPU. A request waits at
 //!   most [`MAX_WAIT`] for a permit, and at most [`MAX_WAITING`] requests
 //!   wait at all; beyond either, it gets `503 TEMPORARILY-UNAVAILABLE` with
-//!   `Retry-After` rather than a queue without bound. Wrong secrets also
-//!   count as failures for the address throttle, as any wrong key does.
+//!   `Retry-After` rather than a queue without bound. Wrong secrets, and
+//!   these 503s, count as failures for the address throttle, so an address
+//!   that floods unproven ids is soon refused before it reaches bcrypt.
 //!
 //! A bcrypt check, once started, runs to its end even if the client goes
 //! away, and holds its permit until then: the bound is on CPU, not on

@@ -277,7 +277,8 @@ fn join_cookies(headers: &mut HeaderMap) {
         return;
     }
     let mut joined = Vec::new();
-    for crumb in headers.get_all(COOKIE) {
+    // Empty crumbs carry nothing; `a=1; ; b=2` would only confuse parsers.
+    for crumb in headers.get_all(COOKIE).iter().filter(|c| !c.is_empty()) {
         if !joined.is_empty() {
             joined.extend_from_slice(b"; ");
         }
@@ -297,6 +298,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.append(COOKIE, HeaderValue::from_static("a=1"));
         headers.append(COOKIE, HeaderValue::from_static("b=2"));
+        headers.append(COOKIE, HeaderValue::from_static(""));
         headers.append(COOKIE, HeaderValue::from_static("c=3"));
         join_cookies(&mut headers);
         let all: Vec<_> = headers.get_all(COOKIE).iter().collect();
