@@ -32,6 +32,7 @@ mod keys;
 mod reply;
 pub(crate) mod text;
 mod users;
+mod writes;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -48,6 +49,7 @@ use tokio::net::TcpListener;
 
 pub use self::guard::Guard;
 use self::reply::Reply;
+pub use self::writes::Writes;
 use crate::config::{AdminToken, Http2Limits};
 use crate::haplo::follow::SyncStatus;
 use crate::keys::Keyring;
@@ -66,6 +68,8 @@ const READY_PROBE: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Admin {
     keyring: Arc<Keyring>,
+    /// Where writes are committed (this store, or a fleet's table first).
+    writes: Writes,
     proxy: Arc<Proxy>,
     metrics: Arc<Metrics>,
     guard: Guard,
@@ -83,9 +87,11 @@ impl Admin {
         local: SocketAddr,
         token: Option<AdminToken>,
         sync: Option<Arc<SyncStatus>>,
+        writes: Writes,
     ) -> Self {
         Admin {
             keyring,
+            writes,
             proxy,
             metrics,
             guard: Guard::new(local, token),
@@ -115,6 +121,10 @@ impl Admin {
             .proxy
             .throttle()
             .throttled(&settings.throttle, Instant::now());
+        if let Writes::Fleet(replica) = &self.writes {
+            self.metrics
+                .set_fleet(replica.status().cut_off_for(), self.keyring.synced_seq());
+        }
         if let Some(sync) = &self.sync {
             self.metrics
                 .set_haplo_sync(sync.age(), sync.ever_synced() && sync.error().is_none());
@@ -150,7 +160,14 @@ impl Admin {
             Err(_) => Some("unreachable: no answer within 2 s".to_owned()),
         };
         let keys = self.keyring.snapshot().key_count();
-        let status = if required && upstream_state.is_some() {
+        // A fleet replica whose file has never held the shared table is
+        // not ready until it has copied it.
+        let fleet = match &self.writes {
+            Writes::Fleet(replica) => Some(replica.status().clone()),
+            Writes::Local(_) => None,
+        };
+        let fleet_ready = fleet.as_ref().is_none_or(|status| status.ready());
+        let status = if (required && upstream_state.is_some()) || !fleet_ready {
             503
         } else {
             200
@@ -161,6 +178,14 @@ impl Admin {
             "keys": keys,
             "upstream": upstream_state.as_deref().unwrap_or("reachable"),
         });
+        if let Some(fleet) = &fleet {
+            body["fleet"] = serde_json::json!({
+                "synced_seq": self.keyring.synced_seq(),
+                "has_copy": fleet.ready(),
+                "cut_off_secs": fleet.cut_off_for().as_secs(),
+                "error": fleet.error(),
+            });
+        }
         if let Some(sync) = &self.sync {
             // Informational: keygate serves the table it has while Haplo's
             // database is away, so the follower never makes it unready.
@@ -207,7 +232,7 @@ impl Admin {
                     self.read_store(move |keyring| keys::list(keyring, query.as_deref()))
                         .await
                 }
-                Method::POST => keys::create(&self.keyring, request, client).await,
+                Method::POST => keys::create(&self.keyring, &self.writes, request, client).await,
                 _ => Reply::method_not_allowed(&[Method::GET, Method::POST]),
             },
             ["v1", "keys", id] => match method {
@@ -216,11 +241,11 @@ impl Admin {
                     self.read_store(move |keyring| keys::show(keyring, &id))
                         .await
                 }
-                Method::DELETE => keys::revoke(&self.keyring, id, client).await,
+                Method::DELETE => keys::revoke(&self.writes, id, client).await,
                 _ => Reply::method_not_allowed(&[Method::GET, Method::DELETE]),
             },
             ["v1", "keys", id, "rotate"] => match method {
-                Method::POST => keys::rotate(&self.keyring, id, request, client).await,
+                Method::POST => keys::rotate(&self.writes, id, request, client).await,
                 _ => Reply::method_not_allowed(&[Method::POST]),
             },
             ["v1", "users", user] => {
@@ -230,11 +255,15 @@ impl Admin {
                         self.read_store(move |keyring| users::show(keyring, &user))
                             .await
                     }
-                    Method::PUT => users::set(&self.keyring, &user, request, client).await,
+                    Method::PUT => users::set(&self.keyring, &self.writes, &user, request, client).await,
                     _ => Reply::method_not_allowed(&[Method::GET, Method::PUT]),
                 }
             }
             ["v1", "import"] => match method {
+                Method::POST if matches!(self.writes, Writes::Fleet(_)) => Reply::error(
+                    501,
+                    "importing Haplo keys into a fleet is not supported yet; import on a single keygate",
+                ),
                 Method::POST => import::import(&self.keyring, request, client).await,
                 _ => Reply::method_not_allowed(&[Method::POST]),
             },

@@ -24,8 +24,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::access_log::AccessLog;
-use crate::admin::{self, Admin};
+use crate::admin::{self, Admin, Writes};
 use crate::config::{Config, ConfigError};
+use crate::fleet::replica::{self, Replica};
 use crate::haplo::follow::{self, SyncStatus};
 use crate::keys::{Keyring, StoreError};
 use crate::metrics::Metrics;
@@ -68,6 +69,8 @@ pub struct App {
     admin_listener: TcpListener,
     /// The `[haplo]` follower's state, when following.
     sync: Option<Arc<SyncStatus>>,
+    /// This keygate as a fleet replica, with `store.database`.
+    replica: Option<Arc<Replica>>,
 }
 
 impl App {
@@ -90,6 +93,11 @@ impl App {
             Some(_) => Metrics::new().with_haplo_sync(),
             None => Metrics::new(),
         };
+        let metrics = if config.store_database.is_some() {
+            metrics.with_fleet()
+        } else {
+            metrics
+        };
         let metrics = Arc::new(metrics);
         let tls = match &config.tls {
             Some(files) => Some(Arc::new(Tls::load(files)?)),
@@ -105,6 +113,14 @@ impl App {
         let proxy_listener = bind("proxy.listen", config.proxy_listen).await?;
         let admin_listener = bind("admin.listen", config.admin_listen).await?;
         let admin_local = admin_listener.local_addr().unwrap_or(config.admin_listen);
+        let replica = config
+            .store_database
+            .as_ref()
+            .map(|database| Arc::new(Replica::new(keyring.clone(), database.clone())));
+        let writes = match &replica {
+            Some(replica) => Writes::Fleet(replica.clone()),
+            None => Writes::Local(keyring.clone()),
+        };
         let admin = Arc::new(Admin::new(
             keyring.clone(),
             proxy.clone(),
@@ -112,6 +128,7 @@ impl App {
             admin_local,
             config.admin_token.clone(),
             sync.clone(),
+            writes,
         ));
         Ok(App {
             config,
@@ -122,6 +139,7 @@ impl App {
             proxy_listener,
             admin_listener,
             sync,
+            replica,
         })
     }
 
@@ -180,17 +198,17 @@ impl App {
             self.config.last_used_flush,
             watch.clone().wait(),
         ));
-        // The `[haplo]` follower, beside the flusher on this thread: both
-        // are background work on the keyring, off the other workers.
-        let follower = match (&self.config.haplo, &self.sync) {
-            (Some(follow), Some(sync)) => Some(tokio::spawn(follow::run(
-                self.keyring.clone(),
-                follow.clone(),
-                sync.clone(),
-                watch.clone().wait(),
-            ))),
+        // The followers ([haplo], and the fleet's) run on the admin thread,
+        // not here: reading a large table and building a batch is seconds
+        // of work on a runtime, and this thread is proxy worker 0 (measured:
+        // following a change to 100,000 keys stalled requests on this
+        // worker by 44-116 ms).
+        let haplo = match (&self.config.haplo, &self.sync) {
+            (Some(follow), Some(sync)) => Some((follow.clone(), sync.clone())),
             _ => None,
         };
+        let fleet = self.replica.clone();
+        let keyring_for_followers = self.keyring.clone();
         let mut workers = Vec::new();
         for index in 1..self.config.workers() {
             let started = SockRef::from(&self.proxy_listener)
@@ -222,9 +240,25 @@ impl App {
             let (listener, admin, stop) = (self.admin_listener, self.admin, watch.clone());
             listener.into_std().and_then(|listener| {
                 Worker::admin(move || async move {
+                    let mut background = Vec::new();
+                    if let Some((follow, sync)) = haplo {
+                        background.push(tokio::spawn(follow::run(
+                            keyring_for_followers,
+                            follow,
+                            sync,
+                            stop.clone().wait(),
+                        )));
+                    }
+                    if let Some(replica) = fleet {
+                        background
+                            .push(tokio::spawn(replica::follow(replica, stop.clone().wait())));
+                    }
                     match TcpListener::from_std(listener) {
                         Ok(listener) => admin::serve(listener, admin, stop.wait(), grace).await,
                         Err(error) => tracing::error!(%error, "admin cannot listen"),
+                    }
+                    for task in background {
+                        let _ = task.await;
                     }
                 })
             })
@@ -249,9 +283,7 @@ impl App {
             worker.join().await;
         }
         let _ = flusher.await;
-        if let Some(follower) = follower {
-            let _ = follower.await;
-        }
+
         // Requests have drained: this flush has every use there will be.
         flush_last_used(&keyring).await;
     }

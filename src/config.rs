@@ -18,6 +18,9 @@ mod validate;
 
 pub use self::haplo::{DatabaseUrl, HaploFollow, HAPLO_DATABASE_ENV};
 
+/// The environment variable that may hold `store.database`.
+pub const STORE_DATABASE_ENV: &str = "KEYGATE_STORE_DATABASE";
+
 pub use self::validate::alias_form;
 pub(crate) use self::validate::is_tchar;
 use self::validate::{
@@ -248,6 +251,9 @@ pub struct Config {
     pub proxy: ProxySettings,
     /// Following a Haplo application's keys, if configured.
     pub haplo: Option<HaploFollow>,
+    /// Fleet mode: the PostgreSQL that replicas share their key table
+    /// through (SPEC 10), if configured.
+    pub store_database: Option<DatabaseUrl>,
 }
 
 impl Config {

@@ -47,11 +47,15 @@
 //! Here: [`migrate`] (the versioned schema), [`SharedTable`] (read,
 //! append, copy, audit, last-use), [`WriteTxn`] (a write under the lock),
 //! [`Listener`] (notifications), each tested against a real PostgreSQL
-//! (`tests/fleet_log.rs`). Not yet wired in: the `[store] database`
-//! setting, the follower task that keeps a keyring in step (listen, catch
-//! up, apply; poll [`SharedTable::head`] now and then in case the listening
-//! connection went silent without closing), admin writes through
-//! [`WriteTxn`], and `503` / readiness while the database is away.
+//! (`tests/fleet_log.rs`), and [`replica`]: the `[store] database`
+//! setting's write path (admin writes through [`WriteTxn`], `503` while
+//! the database is away), the follower that keeps a keyring in step
+//! (listen, catch up, apply; a head check every second for a silent
+//! connection), joining by copy, and readiness (`tests/fleet.rs`, three
+//! replicas and an outage). Not yet: last-use times merged across
+//! replicas ([`SharedTable::merge_last_used`] exists, unused), the audit
+//! trail read back from [`SharedTable::audit`], and Haplo's keys in a
+//! fleet.
 //!
 //! One fleet per database: the advisory locks and the notification
 //! channel are database-wide, and the tables live in the connection's
@@ -59,6 +63,7 @@
 
 mod database;
 mod listener;
+pub mod replica;
 mod rows;
 pub mod schema;
 mod table;

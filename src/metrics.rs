@@ -13,6 +13,8 @@
 //! | `keygate_config_reloads_total` | counter | `result` |
 //! | `keygate_haplo_sync_age_seconds` | gauge | (only with `[haplo]`) |
 //! | `keygate_haplo_sync_up` | gauge | (only with `[haplo]`) |
+//! | `keygate_fleet_cut_off_seconds` | gauge | (only with `store.database`) |
+//! | `keygate_fleet_synced_seq` | gauge | (only with `store.database`) |
 //!
 //! Label values come from fixed sets (outcomes, causes, results), never
 //! from a path, an address or a user, so cardinality is bounded by
@@ -88,6 +90,9 @@ pub struct Metrics {
     /// With `[haplo]`: seconds since the last good sync, and whether the
     /// latest attempt succeeded.
     haplo_sync: Option<(Gauge, Gauge)>,
+    /// With `store.database`: seconds cut off from the shared table, and
+    /// the last change applied.
+    fleet: Option<(Gauge, Gauge)>,
 }
 
 impl fmt::Debug for Metrics {
@@ -182,6 +187,33 @@ impl Metrics {
             blocked_users,
             throttled,
             haplo_sync: None,
+            fleet: None,
+        }
+    }
+
+    /// Adds a fleet replica's gauges.
+    pub fn with_fleet(mut self) -> Self {
+        let cut_off = Gauge::default();
+        self.registry.register(
+            "fleet_cut_off_seconds",
+            "Seconds this replica has been unable to reach the fleet database (0 while connected)",
+            cut_off.clone(),
+        );
+        let synced = Gauge::default();
+        self.registry.register(
+            "fleet_synced_seq",
+            "The last change of the fleet's shared table applied to this replica's copy",
+            synced.clone(),
+        );
+        self.fleet = Some((cut_off, synced));
+        self
+    }
+
+    /// Sets the fleet gauges (at scrape time).
+    pub fn set_fleet(&self, cut_off: Duration, synced_seq: u64) {
+        if let Some((cut_off_gauge, synced_gauge)) = &self.fleet {
+            cut_off_gauge.set(i64::try_from(cut_off.as_secs()).unwrap_or(i64::MAX));
+            synced_gauge.set(i64::try_from(synced_seq).unwrap_or(i64::MAX));
         }
     }
 

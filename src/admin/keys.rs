@@ -16,12 +16,11 @@ use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 
-use super::body::{self, write_failed};
+use super::body;
 use super::reply::Reply;
 use super::text;
-use crate::keys::{
-    Entry, KeyId, KeyRecord, Keyring, NewKey, Origin, StoreError, UserId, WriteError,
-};
+use super::writes::Writes;
+use crate::keys::{Entry, KeyId, KeyRecord, Keyring, NewKey, Origin, StoreError, UserId};
 use crate::scope::Scope;
 use crate::timestamp::Timestamp;
 
@@ -154,6 +153,7 @@ fn validate_new_key(
 /// `POST /v1/keys`.
 pub(crate) async fn create(
     keyring: &Arc<Keyring>,
+    writes: &Writes,
     request: Request<Incoming>,
     client: String,
 ) -> Reply {
@@ -165,9 +165,11 @@ pub(crate) async fn create(
         Ok(valid) => valid,
         Err(reply) => return reply,
     };
-    let keyring = keyring.clone();
-    match tokio::task::spawn_blocking(move || keyring.create(new, Some(&client))).await {
-        Ok(Ok((key, record))) => {
+    match writes
+        .run(move |keyring| keyring.plan_create(new, Some(&client)))
+        .await
+    {
+        Ok((key, record)) => {
             tracing::info!(key_id = %record.id, user = %record.user, scope = record.scope.as_str(), "key created");
             let created = Created {
                 view: KeyView::of(&record),
@@ -176,8 +178,7 @@ pub(crate) async fn create(
             };
             Reply::json(201, &created).with_location(format!("/v1/keys/{}", record.id))
         }
-        Ok(Err(error)) => refused_or_failed(&error),
-        Err(join) => write_failed(&join),
+        Err(reply) => reply,
     }
 }
 
@@ -292,28 +293,21 @@ pub(crate) fn show(keyring: &Keyring, id: &str) -> Reply {
 }
 
 /// `DELETE /v1/keys/{id}`.
-pub(crate) async fn revoke(keyring: &Arc<Keyring>, id: &str, client: String) -> Reply {
+pub(crate) async fn revoke(writes: &Writes, id: &str, client: String) -> Reply {
     let id = match parse_id(id) {
         Ok(id) => id,
         Err(reply) => return reply,
     };
-    let keyring = keyring.clone();
-    match tokio::task::spawn_blocking(move || keyring.revoke(id, Some(&client))).await {
-        Ok(Ok(Some(record))) => {
+    match writes
+        .run(move |keyring| keyring.plan_revoke(id, Some(&client)))
+        .await
+    {
+        Ok(Some(record)) => {
             tracing::info!(key_id = %record.id, user = %record.user, "key revoked");
             Reply::no_content()
         }
-        Ok(Ok(None)) => Reply::error(404, "no key with that id"),
-        Ok(Err(error)) => refused_or_failed(&error),
-        Err(join) => write_failed(&join),
-    }
-}
-
-/// 409 for a key Haplo owns (its message says so), 500 otherwise.
-fn refused_or_failed(error: &WriteError) -> Reply {
-    match error {
-        WriteError::OwnedByHaplo { .. } => Reply::error(409, error.to_string()),
-        WriteError::Random(_) | WriteError::Store(_) => write_failed(error),
+        Ok(None) => Reply::error(404, "no key with that id"),
+        Err(reply) => reply,
     }
 }
 
@@ -325,7 +319,7 @@ struct Rotate {
 
 /// `POST /v1/keys/{id}/rotate`: body optional, `{"grace_secs": N}`.
 pub(crate) async fn rotate(
-    keyring: &Arc<Keyring>,
+    writes: &Writes,
     id: &str,
     request: Request<Incoming>,
     client: String,
@@ -353,9 +347,11 @@ pub(crate) async fn rotate(
             format!("grace_secs must be at most {MAX_GRACE_SECS} (a year)"),
         );
     }
-    let keyring = keyring.clone();
-    match tokio::task::spawn_blocking(move || keyring.rotate(id, grace, Some(&client))).await {
-        Ok(Ok(Some(rotated))) => {
+    match writes
+        .run(move |keyring| keyring.plan_rotate(id, grace, Some(&client)))
+        .await
+    {
+        Ok(Some(rotated)) => {
             tracing::info!(old_key_id = %id, key_id = %rotated.record.id, grace_secs = grace, "key rotated");
             #[derive(Serialize)]
             struct Old {
@@ -387,8 +383,7 @@ pub(crate) async fn rotate(
             };
             Reply::json(201, &view).with_location(format!("/v1/keys/{}", rotated.record.id))
         }
-        Ok(Ok(None)) => Reply::error(404, "no key with that id"),
-        Ok(Err(error)) => refused_or_failed(&error),
-        Err(join) => write_failed(&join),
+        Ok(None) => Reply::error(404, "no key with that id"),
+        Err(reply) => reply,
     }
 }

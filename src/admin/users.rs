@@ -7,8 +7,9 @@ use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 
-use super::body::{self, write_failed};
+use super::body;
 use super::reply::Reply;
+use super::writes::Writes;
 use crate::keys::{Blocker, Keyring, Snapshot, UserId};
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +86,7 @@ pub(crate) fn show(keyring: &Keyring, raw: &str) -> Reply {
 /// `PUT /v1/users/{user}`.
 pub(crate) async fn set(
     keyring: &Arc<Keyring>,
+    writes: &Writes,
     raw: &str,
     request: Request<Incoming>,
     client: String,
@@ -97,18 +99,16 @@ pub(crate) async fn set(
         Ok(input) => input,
         Err(reply) => return reply,
     };
-    let writer = keyring.clone();
     let target = user.clone();
-    match tokio::task::spawn_blocking(move || {
-        writer.set_blocked(&target, input.blocked, Some(&client))
-    })
-    .await
+    let blocked = input.blocked;
+    match writes
+        .run(move |keyring| Ok(keyring.plan_block(&target, blocked, Some(&client))))
+        .await
     {
-        Ok(Ok(())) => {
-            tracing::info!(user = %user, blocked = input.blocked, "user updated");
+        Ok(()) => {
+            tracing::info!(user = %user, blocked, "user updated");
             Reply::json(200, &UserView::of(&user, &keyring.snapshot()))
         }
-        Ok(Err(error)) => write_failed(&error),
-        Err(join) => write_failed(&join),
+        Err(reply) => reply,
     }
 }

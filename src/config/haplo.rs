@@ -24,6 +24,18 @@ const MAX_POLL_SECS: u64 = 86_400;
 pub struct DatabaseUrl(String);
 
 impl DatabaseUrl {
+    /// Checks that `url` is a PostgreSQL connection string; the reason for
+    /// a refusal shows the URL redacted.
+    pub(super) fn parse(url: String) -> Result<Self, String> {
+        match url.parse::<tokio_postgres::Config>() {
+            Ok(_) => Ok(DatabaseUrl(url)),
+            Err(error) => Err(format!(
+                "not a PostgreSQL URL ({}): {error}",
+                redacted(&url)
+            )),
+        }
+    }
+
     /// The URL itself, password included: only for connecting.
     pub fn expose(&self) -> &str {
         &self.0
@@ -94,16 +106,9 @@ pub(super) fn parse(
             }
         },
     };
-    if let Err(error) = database.parse::<tokio_postgres::Config>() {
-        // The driver's message never holds the URL; the URL is shown
-        // redacted.
-        return Err((
-            "haplo.database",
-            format!("not a PostgreSQL URL ({}): {error}", redacted(&database)),
-        ));
-    }
+    let database = DatabaseUrl::parse(database).map_err(|reason| ("haplo.database", reason))?;
     Ok(Some(HaploFollow {
-        database: DatabaseUrl(database),
+        database,
         app_id,
         poll: Duration::from_secs(raw.poll_secs),
         user_field,

@@ -182,10 +182,29 @@ impl Config {
 
         let haplo = haplo::parse(&raw.haplo, std::env::var(HAPLO_DATABASE_ENV).ok())
             .map_err(|(key, reason)| invalid(key, reason))?;
+        // Fleet mode: the file's URL, or the environment's (so the password
+        // can stay out of the file).
+        let store_database = raw
+            .store
+            .database
+            .clone()
+            .or_else(|| std::env::var(STORE_DATABASE_ENV).ok())
+            .filter(|url| !url.is_empty())
+            .map(DatabaseUrl::parse)
+            .transpose()
+            .map_err(|reason| invalid("store.database", reason))?;
+        if store_database.is_some() && haplo.is_some() {
+            return Err(invalid(
+                "haplo.app_id",
+                "following Haplo is not supported together with store.database (fleet mode) yet"
+                    .into(),
+            ));
+        }
 
         Ok(Config {
             source: path_buf.clone(),
             haplo,
+            store_database,
             proxy_listen,
             admin_listen,
             admin_token,

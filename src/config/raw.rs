@@ -109,6 +109,7 @@ impl Default for RawAdmin {
 pub(super) struct RawStore {
     pub(super) path: String,
     pub(super) last_used_flush_secs: u64,
+    pub(super) database: Option<String>,
 }
 
 impl Default for RawStore {
@@ -116,6 +117,7 @@ impl Default for RawStore {
         RawStore {
             path: "data/keygate.redb".into(),
             last_used_flush_secs: 60,
+            database: None,
         }
     }
 }

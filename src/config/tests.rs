@@ -104,3 +104,22 @@ fn upgrades_default_to_websocket_and_never_admit_http_itself() {
         );
     }
 }
+
+#[test]
+fn the_fleet_database_is_checked_and_never_shown_with_its_password() {
+    let c = Config::parse(
+        "[store]\ndatabase = \"postgres://k:sekrit@db/keygate\"\n",
+        None,
+    )
+    .unwrap();
+    assert!(c.store_database.is_some());
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("sekrit"), "{shown}");
+    let e = err("[store]\ndatabase = \"postgres://k:sekrit@db:port/x\"\n");
+    assert!(e.contains("store.database"), "{e}");
+    assert!(!e.contains("sekrit"), "{e}");
+    let e = err(
+        "[store]\ndatabase = \"postgres://db/k\"\n[haplo]\ndatabase = \"postgres://db/h\"\napp_id = 1\n",
+    );
+    assert!(e.contains("haplo.app_id") && e.contains("fleet"), "{e}");
+}

@@ -49,12 +49,19 @@ pub struct TestProxyBuilder {
     admin_token: Option<String>,
     tls: Option<(PathBuf, PathBuf)>,
     clock: Option<keygate::timestamp::Clock>,
+    store_database: Option<String>,
 }
 
 impl TestProxyBuilder {
     /// Forward to this upstream (default: a port nothing listens on).
     pub fn upstream(mut self, addr: SocketAddr) -> Self {
         self.upstream = Some(format!("http://{addr}"));
+        self
+    }
+
+    /// Fleet mode: share the key table through the PostgreSQL at `url`.
+    pub fn store_database(mut self, url: &str) -> Self {
+        self.store_database = Some(url.to_owned());
         self
     }
 
@@ -153,6 +160,9 @@ impl TestProxyBuilder {
             store.join("keygate.redb").display()
         )
         .unwrap();
+        if let Some(url) = &self.store_database {
+            writeln!(text, "database = \"{url}\"").unwrap();
+        }
         for section in &self.extra_sections {
             text.push_str(section);
         }

@@ -45,6 +45,17 @@ impl Keyring {
         Ok(plan.outcome)
     }
 
+    /// Plans a write with `plan` and applies it, under the writer lock
+    /// (single node): durable and in effect when this returns.
+    pub fn write_planned<T>(
+        &self,
+        plan: impl FnOnce(&Keyring) -> Result<Planned<T>, WriteError>,
+    ) -> Result<T, WriteError> {
+        let mut writer = self.writer();
+        let planned = plan(self)?;
+        Ok(self.commit(&mut writer, planned)?)
+    }
+
     /// Creates a key: durable and in effect when this returns. `client` is
     /// the admin client's address, for the audit trail.
     pub fn create(
