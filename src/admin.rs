@@ -49,13 +49,13 @@ use tokio::net::TcpListener;
 
 pub use self::guard::Guard;
 use self::reply::Reply;
-pub use self::writes::Writes;
 use crate::config::{AdminToken, Http2Limits};
 use crate::haplo::follow::SyncStatus;
 use crate::keys::Keyring;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::server::{self, ConnSettings, ListenerOptions, RequestBody};
+use crate::writes::Writes;
 
 /// Admin requests must send their head within this time.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -255,16 +255,14 @@ impl Admin {
                         self.read_store(move |keyring| users::show(keyring, &user))
                             .await
                     }
-                    Method::PUT => users::set(&self.keyring, &self.writes, &user, request, client).await,
+                    Method::PUT => {
+                        users::set(&self.keyring, &self.writes, &user, request, client).await
+                    }
                     _ => Reply::method_not_allowed(&[Method::GET, Method::PUT]),
                 }
             }
             ["v1", "import"] => match method {
-                Method::POST if matches!(self.writes, Writes::Fleet(_)) => Reply::error(
-                    501,
-                    "importing Haplo keys into a fleet is not supported yet; import on a single keygate",
-                ),
-                Method::POST => import::import(&self.keyring, request, client).await,
+                Method::POST => import::import(&self.writes, request, client).await,
                 _ => Reply::method_not_allowed(&[Method::POST]),
             },
             ["v1", "audit"] => match method {

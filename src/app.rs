@@ -24,17 +24,18 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::access_log::AccessLog;
-use crate::admin::{self, Admin, Writes};
+use crate::admin::{self, Admin};
 use crate::config::{Config, ConfigError};
 use crate::fleet::replica::{self, Replica};
 use crate::haplo::follow::{self, SyncStatus};
-use crate::keys::{Keyring, StoreError};
+use crate::keys::{KeyId, Keyring, StoreError};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Proxy};
 use crate::shutdown;
-use crate::timestamp::Clock;
+use crate::timestamp::{Clock, Timestamp};
 use crate::tls::{Tls, TlsError};
 use crate::worker::Worker;
+use crate::writes::Writes;
 
 /// Why keygate could not start.
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +196,7 @@ impl App {
         };
         let flusher = tokio::spawn(flush_last_used_every(
             self.keyring.clone(),
+            self.replica.clone(),
             self.config.last_used_flush,
             watch.clone().wait(),
         ));
@@ -208,7 +210,10 @@ impl App {
             _ => None,
         };
         let fleet = self.replica.clone();
-        let keyring_for_followers = self.keyring.clone();
+        let writes_for_followers = match &self.replica {
+            Some(replica) => Writes::Fleet(replica.clone()),
+            None => Writes::Local(self.keyring.clone()),
+        };
         let mut workers = Vec::new();
         for index in 1..self.config.workers() {
             let started = SockRef::from(&self.proxy_listener)
@@ -243,7 +248,7 @@ impl App {
                     let mut background = Vec::new();
                     if let Some((follow, sync)) = haplo {
                         background.push(tokio::spawn(follow::run(
-                            keyring_for_followers,
+                            writes_for_followers,
                             follow,
                             sync,
                             stop.clone().wait(),
@@ -268,6 +273,7 @@ impl App {
             Err(error) => tracing::error!(%error, "cannot start the admin thread"),
         }
         let keyring = self.keyring.clone();
+        let replica_at_exit = self.replica.clone();
         tokio::join!(
             proxy::serve(
                 self.proxy_listener,
@@ -285,7 +291,10 @@ impl App {
         let _ = flusher.await;
 
         // Requests have drained: this flush has every use there will be.
-        flush_last_used(&keyring).await;
+        let uses = flush_last_used(&keyring).await;
+        if let Some(replica) = &replica_at_exit {
+            replica.merge_last_used(&uses).await;
+        }
     }
 }
 
@@ -293,6 +302,7 @@ impl App {
 /// time is written at most once per interval, in one batch transaction.
 async fn flush_last_used_every(
     keyring: Arc<Keyring>,
+    replica: Option<Arc<Replica>>,
     interval: std::time::Duration,
     stop: impl Future<Output = ()>,
 ) {
@@ -303,18 +313,35 @@ async fn flush_last_used_every(
     loop {
         tokio::select! {
             () = &mut stop => return,
-            _ = ticks.tick() => flush_last_used(&keyring).await,
+            _ = ticks.tick() => {
+                let uses = flush_last_used(&keyring).await;
+                if let Some(replica) = &replica {
+                    replica.merge_last_used(&uses).await;
+                }
+            }
         }
     }
 }
 
-async fn flush_last_used(keyring: &Arc<Keyring>) {
+/// Writes the last-use times recorded since the previous flush; returns
+/// them (a fleet replica merges them into the shared table).
+async fn flush_last_used(keyring: &Arc<Keyring>) -> Vec<(KeyId, Timestamp)> {
     let keyring = keyring.clone();
-    match tokio::task::spawn_blocking(move || keyring.flush_last_used()).await {
-        Ok(Ok(0)) => {}
-        Ok(Ok(n)) => tracing::debug!(keys = n, "last-use times written"),
-        Ok(Err(error)) => tracing::warn!(%error, "cannot write last-use times; will retry"),
-        Err(error) => tracing::warn!(%error, "last-use flush task failed"),
+    match tokio::task::spawn_blocking(move || keyring.flush()).await {
+        Ok(Ok(flushed)) => {
+            if flushed.written > 0 {
+                tracing::debug!(keys = flushed.written, "last-use times written");
+            }
+            flushed.uses
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "cannot write last-use times; will retry");
+            Vec::new()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "last-use flush task failed");
+            Vec::new()
+        }
     }
 }
 

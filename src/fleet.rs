@@ -52,10 +52,9 @@
 //! the database is away), the follower that keeps a keyring in step
 //! (listen, catch up, apply; a head check every second for a silent
 //! connection), joining by copy, and readiness (`tests/fleet.rs`, three
-//! replicas and an outage). Not yet: last-use times merged across
-//! replicas ([`SharedTable::merge_last_used`] exists, unused), the audit
-//! trail read back from [`SharedTable::audit`], and Haplo's keys in a
-//! fleet.
+//! replicas and an outage), last-use times merged at every flush, and
+//! Haplo's keys through the same write path. Not yet: the audit trail read
+//! back from [`SharedTable::audit`].
 //!
 //! One fleet per database: the advisory locks and the notification
 //! channel are database-wide, and the tables live in the connection's

@@ -41,8 +41,8 @@ pub use hash::{BcryptHash, BcryptHashError, KeyHash};
 
 pub use key::{ApiKey, KeyId, PresentedKey, SecretHash, ID_LEN, KEY_LEN};
 pub use keyring::{
-    HaploBatch, HaploKeyRow, HaploUserRow, ImportReport, Keyring, Missing, NewKey, Planned,
-    Rotated, Skipped, WriteError,
+    Flushed, HaploBatch, HaploKeyRow, HaploUserRow, ImportReport, Keyring, Missing, NewKey,
+    Planned, Rotated, Skipped, WriteError,
 };
 pub use record::{KeyRecord, Origin};
 pub use snapshot::{Snapshot, Verified, SHARDS};

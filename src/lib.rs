@@ -63,3 +63,4 @@ pub mod target;
 pub mod timestamp;
 pub mod tls;
 pub mod worker;
+pub mod writes;

@@ -202,3 +202,92 @@ async fn with_the_database_away_replicas_serve_their_copies_and_writes_are_503()
     })
     .await;
 }
+
+#[tokio::test]
+async fn haplo_keys_reach_a_fleet_through_the_same_path_as_every_write() {
+    use support::haplo::{kind, HaploApp};
+    use support::postgres::READER;
+    let pg = TestPostgres::shared();
+    let fleet_url = pg.fresh_database();
+    let haplo_owner = pg.fresh_database();
+    let app = HaploApp::create(&haplo_owner, 4000, "app.example").await;
+    app.grant_reader(READER).await;
+    let alice = app.add_user(kind::USER, None).await;
+    let first = app.add_key(alice, "/api/", "before").await;
+    let follow = format!(
+        "[haplo]\ndatabase = \"{}\"\napp_id = 4000\npoll_secs = 1\n",
+        pg.reader_url(&haplo_owner)
+    );
+    let upstream = support::RecordingUpstream::start().await;
+    // The test polls for keys that do not exist yet: those failures must
+    // not get its address throttled.
+    let start = || {
+        TestProxy::builder()
+            .upstream(upstream.addr)
+            .store_database(&fleet_url)
+            .throttle(1_000_000, 1)
+            .section(&follow)
+            .start()
+    };
+    let (a, b) = (start().await, start().await);
+    for proxy in [&a, &b] {
+        eventually("Haplo's key on every replica", || async {
+            status(proxy, &first).await == 200
+        })
+        .await;
+    }
+    // Deleted in Haplo: refused everywhere; the fleet's log has it once.
+    app.delete_key(&first[..16]).await;
+    for proxy in [&a, &b] {
+        eventually("the deletion on every replica", || async {
+            status(proxy, &first).await == 403
+        })
+        .await;
+    }
+    eventually("the replicas agreeing", || async {
+        ready(&a).await["fleet"]["synced_seq"] == ready(&b).await["fleet"]["synced_seq"]
+    })
+    .await;
+    // Haplo's keys stay Haplo's on every replica.
+    let second = app.add_key(alice, "/api/", "after").await;
+    eventually("the new key on B", || async {
+        status(&b, &second).await == 200
+    })
+    .await;
+    let resp = b
+        .admin_send(b.admin("DELETE", &format!("/v1/keys/{}", &second[..16])))
+        .await;
+    assert_eq!(resp.status, 409, "{}", resp.text());
+}
+
+#[tokio::test]
+async fn last_use_times_are_merged_into_the_shared_table() {
+    let pg = TestPostgres::shared();
+    let url = pg.fresh_database();
+    let database = url.rsplit('/').next().unwrap().to_owned();
+    let upstream = support::RecordingUpstream::start().await;
+    let a = TestProxy::builder()
+        .upstream(upstream.addr)
+        .store_database(&url)
+        .section("last_used_flush_secs = 1\n")
+        .start()
+        .await;
+    eventually("the replica joining", || async {
+        ready(&a).await["http_status"] == 200
+    })
+    .await;
+    let key = a.create_key("alice", "/api/").await;
+    assert_eq!(status(&a, &key.key).await, 200);
+    eventually("the use reaching PostgreSQL", || async {
+        pg.superuser_sql(
+            &database,
+            &format!(
+                "SELECT count(*) FROM keygate_last_used WHERE id = '{}'",
+                key.id
+            ),
+        )
+        .trim()
+            == "1"
+    })
+    .await;
+}

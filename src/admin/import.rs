@@ -8,15 +8,16 @@
 //! reasons), sent once the batch is durable and in effect. `"dry_run":
 //! true` reports without writing.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::Request;
 use hyper::body::Incoming;
 
-use super::body::{self, write_failed};
+use super::body;
 use super::reply::Reply;
-use crate::keys::{HaploBatch, Keyring, Missing};
+use super::writes as answer;
+use crate::keys::{HaploBatch, Keyring, Missing, WriteError};
+use crate::writes::Writes;
 
 /// Largest batch: 64 MiB is about 400,000 keys.
 const MAX_BATCH: usize = 64 * 1024 * 1024;
@@ -24,11 +25,7 @@ const MAX_BATCH: usize = 64 * 1024 * 1024;
 const BATCH_DEADLINE: Duration = Duration::from_secs(120);
 
 /// `POST /v1/import`.
-pub(crate) async fn import(
-    keyring: &Arc<Keyring>,
-    request: Request<Incoming>,
-    client: String,
-) -> Reply {
+pub(crate) async fn import(writes: &Writes, request: Request<Incoming>, client: String) -> Reply {
     let bytes = match body::read_limited(request, MAX_BATCH, BATCH_DEADLINE).await {
         Ok(bytes) => bytes,
         Err(reply) => return reply,
@@ -37,14 +34,14 @@ pub(crate) async fn import(
         Ok(batch) => batch,
         Err(reply) => return reply,
     };
-    let keyring = keyring.clone();
     let app = batch.app;
-    match tokio::task::spawn_blocking(move || {
-        keyring.import_haplo(&batch, Missing::Keep, Some(&client))
-    })
-    .await
-    {
-        Ok(Ok(report)) => {
+    let plan = move |keyring: &Keyring| {
+        keyring
+            .plan_import_haplo(&batch, Missing::Keep, Some(&client))
+            .map_err(WriteError::Store)
+    };
+    match answer::run(writes, plan).await {
+        Ok(report) => {
             tracing::info!(
                 app,
                 created = report.created,
@@ -56,7 +53,6 @@ pub(crate) async fn import(
             );
             Reply::json(200, &report)
         }
-        Ok(Err(error)) => write_failed(&error),
-        Err(join) => write_failed(&join),
+        Err(reply) => reply,
     }
 }

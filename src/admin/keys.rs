@@ -19,10 +19,11 @@ use serde::{Deserialize, Serialize};
 use super::body;
 use super::reply::Reply;
 use super::text;
-use super::writes::Writes;
+use super::writes;
 use crate::keys::{Entry, KeyId, KeyRecord, Keyring, NewKey, Origin, StoreError, UserId};
 use crate::scope::Scope;
 use crate::timestamp::Timestamp;
+use crate::writes::Writes;
 
 /// Longest key name, in characters.
 const MAX_NAME: usize = 200;
@@ -165,9 +166,10 @@ pub(crate) async fn create(
         Ok(valid) => valid,
         Err(reply) => return reply,
     };
-    match writes
-        .run(move |keyring| keyring.plan_create(new, Some(&client)))
-        .await
+    match writes::run(writes, move |keyring| {
+        keyring.plan_create(new, Some(&client))
+    })
+    .await
     {
         Ok((key, record)) => {
             tracing::info!(key_id = %record.id, user = %record.user, scope = record.scope.as_str(), "key created");
@@ -298,9 +300,10 @@ pub(crate) async fn revoke(writes: &Writes, id: &str, client: String) -> Reply {
         Ok(id) => id,
         Err(reply) => return reply,
     };
-    match writes
-        .run(move |keyring| keyring.plan_revoke(id, Some(&client)))
-        .await
+    match writes::run(writes, move |keyring| {
+        keyring.plan_revoke(id, Some(&client))
+    })
+    .await
     {
         Ok(Some(record)) => {
             tracing::info!(key_id = %record.id, user = %record.user, "key revoked");
@@ -347,9 +350,10 @@ pub(crate) async fn rotate(
             format!("grace_secs must be at most {MAX_GRACE_SECS} (a year)"),
         );
     }
-    match writes
-        .run(move |keyring| keyring.plan_rotate(id, grace, Some(&client)))
-        .await
+    match writes::run(writes, move |keyring| {
+        keyring.plan_rotate(id, grace, Some(&client))
+    })
+    .await
     {
         Ok(Some(rotated)) => {
             tracing::info!(old_key_id = %id, key_id = %rotated.record.id, grace_secs = grace, "key rotated");

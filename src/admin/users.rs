@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::body;
 use super::reply::Reply;
-use super::writes::Writes;
+use super::writes;
 use crate::keys::{Blocker, Keyring, Snapshot, UserId};
+use crate::writes::Writes;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,9 +102,10 @@ pub(crate) async fn set(
     };
     let target = user.clone();
     let blocked = input.blocked;
-    match writes
-        .run(move |keyring| Ok(keyring.plan_block(&target, blocked, Some(&client))))
-        .await
+    match writes::run(writes, move |keyring| {
+        Ok(keyring.plan_block(&target, blocked, Some(&client)))
+    })
+    .await
     {
         Ok(()) => {
             tracing::info!(user = %user, blocked, "user updated");

@@ -193,13 +193,6 @@ impl Config {
             .map(DatabaseUrl::parse)
             .transpose()
             .map_err(|reason| invalid("store.database", reason))?;
-        if store_database.is_some() && haplo.is_some() {
-            return Err(invalid(
-                "haplo.app_id",
-                "following Haplo is not supported together with store.database (fleet mode) yet"
-                    .into(),
-            ));
-        }
 
         Ok(Config {
             source: path_buf.clone(),

@@ -118,8 +118,4 @@ fn the_fleet_database_is_checked_and_never_shown_with_its_password() {
     let e = err("[store]\ndatabase = \"postgres://k:sekrit@db:port/x\"\n");
     assert!(e.contains("store.database"), "{e}");
     assert!(!e.contains("sekrit"), "{e}");
-    let e = err(
-        "[store]\ndatabase = \"postgres://db/k\"\n[haplo]\ndatabase = \"postgres://db/h\"\napp_id = 1\n",
-    );
-    assert!(e.contains("haplo.app_id") && e.contains("fleet"), "{e}");
 }

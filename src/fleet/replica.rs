@@ -35,7 +35,8 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use super::{FleetError, Listener, SharedTable};
 use crate::config::DatabaseUrl;
-use crate::keys::{Blocker, Change, Keyring, Planned, StoreError, WriteError};
+use crate::keys::{Blocker, Change, KeyId, Keyring, Planned, StoreError, WriteError};
+use crate::timestamp::Timestamp;
 
 /// How often the follower checks the head even without a notification.
 pub const SAFETY_POLL: Duration = Duration::from_secs(1);
@@ -56,6 +57,11 @@ pub enum FleetWriteError {
     /// A blocking task failed (a panic, or the runtime shutting down).
     #[error("a background task failed: {0}")]
     Task(String),
+    /// The replica has not joined the fleet yet (its copy of the shared
+    /// table is still being made): a write now could be decided against
+    /// this file's old keys.
+    #[error("this replica is still joining the fleet; nothing was written")]
+    Joining,
 }
 
 impl From<StoreError> for FleetWriteError {
@@ -164,6 +170,28 @@ impl Replica {
         &self.keyring
     }
 
+    /// Merges this replica's last-use times into the shared table (latest
+    /// wins; no lock, no notification: they are not changes). Best effort:
+    /// a failure is logged and the next flush brings newer times.
+    pub async fn merge_last_used(&self, used: &[(KeyId, Timestamp)]) {
+        if used.is_empty() {
+            return;
+        }
+        let mut slot = self.writer.lock().await;
+        let merged = async {
+            let table = match &mut *slot {
+                Some(table) if !table.is_closed() => table,
+                _ => slot.insert(connect(&self.database).await?),
+            };
+            table.merge_last_used(used).await
+        }
+        .await;
+        if let Err(error) = merged {
+            tracing::debug!(%error, "cannot merge last-use times into the fleet database; the next flush will");
+            *slot = None;
+        }
+    }
+
     /// Makes a write fleet-wide: `plan` decides it against a local copy
     /// brought up to date under the fleet write lock; it is committed to
     /// the shared table, then applied here. Durable and in effect on this
@@ -173,6 +201,9 @@ impl Replica {
         T: Send + 'static,
         P: FnOnce(&Keyring) -> Result<Planned<T>, WriteError> + Send + 'static,
     {
+        if !self.status.ready() {
+            return Err(FleetWriteError::Joining);
+        }
         let mut slot = self.writer.lock().await;
         let result = self.write_on(&mut slot, plan).await;
         if let Err(FleetWriteError::Unavailable(_)) = &result {
@@ -193,7 +224,7 @@ impl Replica {
     {
         let table = match slot {
             Some(table) if !table.is_closed() => table,
-            _ => slot.insert(SharedTable::connect(self.database.expose()).await?),
+            _ => slot.insert(connect(&self.database).await?),
         };
         let mut txn = table.begin_write().await?;
         // Catch up under the lock: no other replica can commit meanwhile,
@@ -223,6 +254,14 @@ impl Replica {
         blocking(move || keyring.apply_synced_with(&numbered, &events)).await??;
         Ok(planned.outcome)
     }
+}
+
+/// A connection to the shared table, its schema migrated: a write may come
+/// before the follower's first connection has created the tables.
+async fn connect(database: &DatabaseUrl) -> Result<SharedTable, FleetError> {
+    let mut table = SharedTable::connect(database.expose()).await?;
+    table.migrate().await?;
+    Ok(table)
 }
 
 /// Runs `work` on the blocking pool (redb fsyncs, bcrypt-free planning).
@@ -277,8 +316,7 @@ async fn follow_session(
 ) -> Result<std::convert::Infallible, FleetWriteError> {
     let url = replica.database.expose();
     let mut listener = Listener::connect(url).await?;
-    let mut table = SharedTable::connect(url).await?;
-    table.migrate().await?;
+    let mut table = connect(&replica.database).await?;
     join(replica, &mut table).await?;
     catch_up(replica, &table).await?;
     if replica.status.cut_off_for() > Duration::ZERO || !replica.status.ready() {

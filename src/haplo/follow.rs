@@ -9,7 +9,8 @@
 //! and users blocked, deleted or re-activated there, take effect at the
 //! edge within one poll. A poll that finds no change writes nothing and
 //! rebuilds nothing; a batch that does change something goes through the
-//! one path every write takes (one transaction, then one snapshot swap).
+//! one path every write takes ([`Writes`]: one transaction and one
+//! snapshot swap, after PostgreSQL in a fleet).
 //!
 //! When the database is away, keygate keeps serving the table it last
 //! applied: it is in redb, so across restarts too. The follower logs once
@@ -24,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use super::{to_batch, Fingerprint, HaploError, Source};
 use crate::config::HaploFollow;
-use crate::keys::{ImportReport, Keyring, Missing, StoreError};
+use crate::fleet::replica::FleetWriteError;
+use crate::keys::{ImportReport, Keyring, Missing, WriteError};
+use crate::writes::Writes;
 
 /// The longest wait between attempts while the database is away.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -97,22 +100,23 @@ impl Default for SyncStatus {
 enum PollError {
     #[error(transparent)]
     Haplo(#[from] HaploError),
-    #[error("cannot apply Haplo's keys to the store: {0}")]
-    Store(#[from] StoreError),
-    #[error("the sync task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
+    #[error("cannot apply Haplo's keys: {0}")]
+    Write(#[from] FleetWriteError),
 }
 
-/// Follows `follow`'s application until `stop` resolves.
+/// Follows `follow`'s application until `stop` resolves, applying its
+/// changes through `writes` (this store, or a fleet's shared table first:
+/// in a fleet every replica follows, and under the fleet lock all but the
+/// first to see a change find nothing left to do).
 pub async fn run(
-    keyring: Arc<Keyring>,
+    writes: Writes,
     follow: HaploFollow,
     status: Arc<SyncStatus>,
     stop: impl Future<Output = ()>,
 ) {
     tokio::pin!(stop);
     let mut follower = Follower {
-        keyring,
+        writes,
         follow,
         source: None,
         applied: None,
@@ -162,7 +166,7 @@ pub async fn run(
 }
 
 struct Follower {
-    keyring: Arc<Keyring>,
+    writes: Writes,
     follow: HaploFollow,
     source: Option<Source>,
     /// The fingerprint of the table last applied.
@@ -186,11 +190,14 @@ impl Follower {
         }
         let table = source.read(app).await?;
         let batch = to_batch(&table, app, self.follow.user_field);
-        let keyring = self.keyring.clone();
-        let report = tokio::task::spawn_blocking(move || {
-            keyring.import_haplo(&batch, Missing::Remove, Some(SYNC_CLIENT))
-        })
-        .await??;
+        let report = self
+            .writes
+            .run(move |keyring: &Keyring| {
+                keyring
+                    .plan_import_haplo(&batch, Missing::Remove, Some(SYNC_CLIENT))
+                    .map_err(WriteError::Store)
+            })
+            .await?;
         // The rows' own fingerprint, from the read's snapshot: a change
         // made since the fingerprint above is caught by the next poll.
         self.applied = Some(table.fingerprint);

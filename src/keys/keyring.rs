@@ -40,6 +40,7 @@ mod flush;
 mod import;
 mod writes;
 
+pub use self::flush::Flushed;
 pub use self::import::{HaploBatch, HaploKeyRow, HaploUserRow, ImportReport, Missing, Skipped};
 pub use self::writes::Planned;
 

@@ -10,6 +10,15 @@
 use super::{Change, KeyHash, KeyId, Keyring, PresentedKey, SecretHash, StoreError};
 use crate::timestamp::Timestamp;
 
+/// What a flush wrote.
+#[derive(Debug, Default)]
+pub struct Flushed {
+    /// Keys written (last-use times and upgraded hashes).
+    pub written: usize,
+    /// The last-use times written.
+    pub uses: Vec<(KeyId, Timestamp)>,
+}
+
 impl Keyring {
     /// Writes every last-use time recorded since the previous flush, in one
     /// transaction, and the BLAKE3 hashes of imported keys proven since
@@ -21,6 +30,12 @@ impl Keyring {
     /// the batch commit itself. After revocations, it also lets the interner
     /// forget users and scopes that no key has any more.
     pub fn flush_last_used(&self) -> Result<usize, StoreError> {
+        self.flush().map(|flushed| flushed.written)
+    }
+
+    /// [`Keyring::flush_last_used`], also returning the last-use times it
+    /// wrote (a fleet replica merges them into the shared table).
+    pub fn flush(&self) -> Result<Flushed, StoreError> {
         let scanned = self.current.load_full();
         let mut batch: Vec<(KeyId, Timestamp)> = Vec::new();
         for entry in scanned.entries() {
@@ -44,7 +59,10 @@ impl Keyring {
         let upgrades = self.upgrades(&upgraded)?;
         self.publish(&mut writer, &upgrades, &[])?;
         if batch.is_empty() {
-            return Ok(upgrades.len());
+            return Ok(Flushed {
+                written: upgrades.len(),
+                uses: batch,
+            });
         }
         self.store.record_last_used(&batch)?;
         // Mark on the entries now published: they are the same `Arc`s
@@ -56,7 +74,10 @@ impl Keyring {
                 entry.mark_persisted(*at);
             }
         }
-        Ok(batch.len() + upgrades.len())
+        Ok(Flushed {
+            written: batch.len() + upgrades.len(),
+            uses: batch,
+        })
     }
 
     /// The stored records of keys proven with bcrypt, with their BLAKE3

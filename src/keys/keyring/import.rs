@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Action, AuditEvent, BcryptHash, Blocker, Change, KeyHash, KeyId, KeyRecord, Keyring, Origin,
-    StoreError, UserId,
+    Planned, StoreError, UserId,
 };
 use crate::scope::Scope;
 
@@ -127,6 +127,21 @@ impl Keyring {
         client: Option<&str>,
     ) -> Result<ImportReport, StoreError> {
         let mut writer = self.writer();
+        let planned = self.plan_import_haplo(batch, missing, client)?;
+        self.publish(&mut writer, &planned.changes, &planned.events)?;
+        Ok(planned.outcome)
+    }
+
+    /// Works out what a Haplo batch changes, writing nothing: the changes
+    /// and their audit events (none for a dry run), and the report. The
+    /// caller serialises writes (see `writes.rs`); a fleet replica applies
+    /// the plan through the shared table like any admin write.
+    pub fn plan_import_haplo(
+        &self,
+        batch: &HaploBatch,
+        missing: Missing,
+        client: Option<&str>,
+    ) -> Result<Planned<ImportReport>, StoreError> {
         let now = self.clock().now();
         let mut report = ImportReport {
             skipped: batch.skipped.clone(),
@@ -286,10 +301,15 @@ impl Keyring {
             }
         }
         drop(snapshot);
-        if !batch.dry_run && !changes.is_empty() {
-            self.publish(&mut writer, &changes, &events)?;
+        if batch.dry_run {
+            changes.clear();
+            events.clear();
         }
-        Ok(report)
+        Ok(Planned {
+            changes,
+            events,
+            outcome: report,
+        })
     }
 }
 
