@@ -266,10 +266,13 @@ impl Admin {
                 _ => Reply::method_not_allowed(&[Method::POST]),
             },
             ["v1", "audit"] => match method {
-                Method::GET => {
-                    self.read_store(move |keyring| audit::list(keyring, query.as_deref()))
-                        .await
-                }
+                Method::GET => match &self.writes {
+                    Writes::Fleet(replica) => audit::list_fleet(replica, query.as_deref()).await,
+                    Writes::Local(_) => {
+                        self.read_store(move |keyring| audit::list(keyring, query.as_deref()))
+                            .await
+                    }
+                },
                 _ => Reply::method_not_allowed(&[Method::GET]),
             },
             _ => Reply::error(404, "no such admin route"),

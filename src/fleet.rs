@@ -53,8 +53,8 @@
 //! (listen, catch up, apply; a head check every second for a silent
 //! connection), joining by copy, and readiness (`tests/fleet.rs`, three
 //! replicas and an outage), last-use times merged at every flush, and
-//! Haplo's keys through the same write path. Not yet: the audit trail read
-//! back from [`SharedTable::audit`].
+//! Haplo's keys through the same write path, and the audit trail read back
+//! from [`SharedTable::audit`] by every replica.
 //!
 //! One fleet per database: the advisory locks and the notification
 //! channel are database-wide, and the tables live in the connection's

@@ -291,3 +291,28 @@ async fn last_use_times_are_merged_into_the_shared_table() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn every_replica_lists_the_fleets_whole_audit_trail_numbered_alike() {
+    let pg = TestPostgres::shared();
+    let url = pg.fresh_database();
+    let upstream = support::RecordingUpstream::start().await;
+    let a = replica(upstream.addr, &url, None).await;
+    let b = replica(upstream.addr, &url, None).await;
+    let key = a.create_key("alice", "/api/").await;
+    eventually("the key on B", || async {
+        status(&b, &key.key).await == 200
+    })
+    .await;
+    b.revoke(&key.id).await;
+    let on_a = a.admin_send(a.admin("GET", "/v1/audit")).await.json();
+    let on_b = b.admin_send(b.admin("GET", "/v1/audit")).await.json();
+    assert_eq!(on_a, on_b, "the same trail, the same numbers");
+    let actions: Vec<&str> = on_a["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["key_created", "key_revoked"]);
+}

@@ -2,11 +2,14 @@
 //!
 //! `since` is either a sequence number (events after it: what `next` in a
 //! previous page says) or an RFC 3339 time (events at or after it).
-//! `limit` defaults to 100 and is capped at 1000.
+//! `limit` defaults to 100 and is capped at 1000. A fleet replica lists
+//! the fleet's trail from PostgreSQL, so every replica shows every write,
+//! numbered alike.
 
 use serde::Serialize;
 
 use super::reply::Reply;
+use crate::fleet::replica::Replica;
 use crate::keys::{AuditEvent, AuditFrom, Keyring};
 use crate::timestamp::Timestamp;
 
@@ -51,8 +54,41 @@ impl<'a> EventView<'a> {
     }
 }
 
-/// `GET /v1/audit`.
+/// `GET /v1/audit` on a single keygate: this store's trail.
 pub(crate) fn list(keyring: &Keyring, query: Option<&str>) -> Reply {
+    let (from, limit) = match parse_query(query) {
+        Ok(parsed) => parsed,
+        Err(reply) => return reply,
+    };
+    match keyring.audit(from, limit) {
+        Ok(events) => page(&events),
+        Err(error) => {
+            tracing::error!(%error, "cannot read the audit trail");
+            Reply::error(500, "the audit trail could not be read")
+        }
+    }
+}
+
+/// `GET /v1/audit` on a fleet replica: the fleet's trail, from PostgreSQL,
+/// numbered by the database (every replica shows the same numbers).
+pub(crate) async fn list_fleet(replica: &Replica, query: Option<&str>) -> Reply {
+    let (from, limit) = match parse_query(query) {
+        Ok(parsed) => parsed,
+        Err(reply) => return reply,
+    };
+    match replica.audit(from, limit).await {
+        Ok(events) => page(&events),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the fleet's audit trail");
+            Reply::error(
+                503,
+                "the audit trail is in the fleet database, which is unreachable",
+            )
+        }
+    }
+}
+
+fn parse_query(query: Option<&str>) -> Result<(AuditFrom, usize), Reply> {
     let mut from = AuditFrom::After(0);
     let mut limit = DEFAULT_LIMIT;
     for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
@@ -63,33 +99,35 @@ pub(crate) fn list(keyring: &Keyring, query: Option<&str>) -> Reply {
                     Err(_) => match Timestamp::parse_rfc3339(&value) {
                         Ok(at) => AuditFrom::Since(at),
                         Err(_) => {
-                            return Reply::error(
+                            return Err(Reply::error(
                                 400,
                                 "since must be a sequence number or an RFC 3339 time",
-                            )
+                            ))
                         }
                     },
                 }
             }
             "limit" => match value.parse::<usize>() {
                 Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
-                _ => return Reply::error(400, format!("limit must be between 1 and {MAX_LIMIT}")),
+                _ => {
+                    return Err(Reply::error(
+                        400,
+                        format!("limit must be between 1 and {MAX_LIMIT}"),
+                    ))
+                }
             },
             other => {
-                return Reply::error(
+                return Err(Reply::error(
                     400,
                     format!("unknown query parameter {other:?}; use since and limit"),
-                )
+                ))
             }
         }
     }
-    let events = match keyring.audit(from, limit) {
-        Ok(events) => events,
-        Err(error) => {
-            tracing::error!(%error, "cannot read the audit trail");
-            return Reply::error(500, "the audit trail could not be read");
-        }
-    };
+    Ok((from, limit))
+}
+
+fn page(events: &[(u64, AuditEvent)]) -> Reply {
     let next = events.last().map(|(seq, _)| *seq);
     #[derive(Serialize)]
     struct Page<'a> {

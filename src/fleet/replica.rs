@@ -35,7 +35,9 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use super::{FleetError, Listener, SharedTable};
 use crate::config::DatabaseUrl;
-use crate::keys::{Blocker, Change, KeyId, Keyring, Planned, StoreError, WriteError};
+use crate::keys::{
+    AuditEvent, AuditFrom, Blocker, Change, KeyId, Keyring, Planned, StoreError, WriteError,
+};
 use crate::timestamp::Timestamp;
 
 /// How often the follower checks the head even without a notification.
@@ -190,6 +192,46 @@ impl Replica {
             tracing::debug!(%error, "cannot merge last-use times into the fleet database; the next flush will");
             *slot = None;
         }
+    }
+
+    /// The fleet's audit trail from PostgreSQL: events after a sequence
+    /// number, or at or after a time, at most `limit`.
+    pub async fn audit(
+        &self,
+        from: AuditFrom,
+        limit: usize,
+    ) -> Result<Vec<(u64, AuditEvent)>, FleetError> {
+        let mut slot = self.writer.lock().await;
+        let result = async {
+            let table = match &mut *slot {
+                Some(table) if !table.is_closed() => table,
+                _ => slot.insert(connect(&self.database).await?),
+            };
+            match from {
+                AuditFrom::After(seq) => table.audit(seq, limit).await,
+                AuditFrom::Since(at) => {
+                    // By time: page through in order, keeping events at or
+                    // after `at` (the trail is in time order too).
+                    let mut found = Vec::new();
+                    let mut after = 0;
+                    loop {
+                        let page = table.audit(after, BATCH).await?;
+                        let done = page.len() < BATCH;
+                        after = page.last().map_or(after, |(seq, _)| *seq);
+                        found.extend(page.into_iter().filter(|(_, e)| e.time >= at.unix()));
+                        if found.len() >= limit || done {
+                            found.truncate(limit);
+                            return Ok(found);
+                        }
+                    }
+                }
+            }
+        }
+        .await;
+        if result.is_err() {
+            *slot = None;
+        }
+        result
     }
 
     /// Makes a write fleet-wide: `plan` decides it against a local copy
