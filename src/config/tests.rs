@@ -35,6 +35,13 @@ fn the_container_config_is_valid() {
 }
 
 #[test]
+fn the_fleet_container_config_is_valid() {
+    let c = Config::parse(include_str!("../../docker/keygate-fleet.toml"), None).unwrap();
+    assert!(c.admin_listen.ip().is_loopback());
+    assert!(!c.proxy.trusted_proxies.is_empty());
+}
+
+#[test]
 fn errors_name_the_key_and_reason() {
     let e = err("[proxy]\nupstream_timout_secs = 3\n");
     assert!(
