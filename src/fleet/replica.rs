@@ -466,9 +466,12 @@ async fn join(replica: &Arc<Replica>, table: &mut SharedTable) -> Result<(), Fle
     let keyring = replica.keyring.clone();
     let count = changes.len();
     blocking(move || {
-        // One batch, numbered at the copy's sequence number.
+        // One batch, numbered at the copy's sequence number; then the
+        // snapshot in start-up's compact shape (see `rebuild_snapshot`).
         let numbered: Vec<(u64, Change)> = changes.into_iter().map(|c| (seq, c)).collect();
-        keyring.apply_synced(&numbered)
+        keyring.apply_synced(&numbered)?;
+        drop(numbered);
+        keyring.rebuild_snapshot()
     })
     .await??;
     tracing::info!(changes = count, seq, "copied the fleet's key table");

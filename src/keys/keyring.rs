@@ -129,10 +129,7 @@ impl Keyring {
     pub fn open_with_clock(path: &Path, clock: Clock) -> Result<Self, StoreError> {
         let store = Store::open(path)?;
         let synced = store.synced_seq()?;
-        let mut interner = Interner::default();
-        let mut builder = Builder::with_capacity(usize::try_from(store.key_count()?).unwrap_or(0));
-        store.scan_keys(|row| builder.insert_row(row, &mut interner))?;
-        let snapshot = builder.finish(store.blocked_users()?);
+        let (snapshot, interner) = Self::load(&store)?;
         Ok(Keyring {
             current: ArcSwap::from_pointee(snapshot),
             store,
@@ -143,6 +140,32 @@ impl Keyring {
             }),
             clock,
         })
+    }
+
+    /// The first snapshot, streamed from the store into a builder sized for
+    /// it: no list of records, and shard tables allocated once.
+    fn load(store: &Store) -> Result<(Snapshot, Interner), StoreError> {
+        let mut interner = Interner::default();
+        let mut builder = Builder::with_capacity(usize::try_from(store.key_count()?).unwrap_or(0));
+        store.scan_keys(|row| builder.insert_row(row, &mut interner))?;
+        Ok((builder.finish(store.blocked_users()?), interner))
+    }
+
+    /// Rebuilds the snapshot from the store, as at start-up. After a batch
+    /// that touched most of a large table (a fleet replica copying or
+    /// seeding a million keys), the snapshot grown change by change holds
+    /// its shard tables at up to twice their size and the batch's garbage
+    /// stays mapped (measured: 333 MB resident at a million keys, against
+    /// 178 MB for the same file opened fresh); a rebuild gives it start-up's
+    /// compact shape. Keys' live last-use times not yet flushed are lost,
+    /// so call it only when there are none to speak of.
+    pub fn rebuild_snapshot(&self) -> Result<(), StoreError> {
+        let mut writer = self.writer();
+        let (snapshot, interner) = Self::load(&self.store)?;
+        self.current.store(Arc::new(snapshot));
+        writer.interner = interner;
+        writer.removed = false;
+        Ok(())
     }
 
     /// The current snapshot. Wait-free; do not hold the guard across
