@@ -40,6 +40,7 @@ mod source;
 
 pub use batch::{to_batch, UserField};
 pub use redact::redacted;
+pub(crate) use redact::{describe, scrub};
 pub use source::{read_app, Source, CONNECT_TIMEOUT, QUERY_TIMEOUT};
 
 use std::fmt;

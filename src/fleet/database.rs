@@ -14,7 +14,8 @@ use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::{Client, Config, Connection, NoTls, Socket};
 
 use super::FleetError;
-use crate::haplo::redacted;
+pub(crate) use crate::haplo::describe;
+use crate::haplo::{redacted, scrub};
 
 /// How long connecting (TCP, then the login) may take, unless the URL sets
 /// its own `connect_timeout`.
@@ -126,38 +127,5 @@ pub(crate) fn query_error(
         database: database.to_owned(),
         during,
         reason: describe(error),
-    }
-}
-
-/// The driver's error with its causes, or the server's own message and
-/// SQLSTATE: tokio-postgres's `Display` alone says only "db error".
-///
-/// The same as the Haplo reader's (`haplo/source.rs`), which keeps its
-/// copy private; one shared PostgreSQL helper module would hold both.
-pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
-    if let Some(db) = error.as_db_error() {
-        return format!(
-            "{}: {} (SQLSTATE {})",
-            db.severity(),
-            db.message(),
-            db.code().code()
-        );
-    }
-    let mut text = error.to_string();
-    let mut cause = std::error::Error::source(error);
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
-}
-
-/// `text` with every occurrence of `password` replaced by `***` (the
-/// Haplo reader's `scrub`, which is private to its module).
-fn scrub(text: String, password: Option<&[u8]>) -> String {
-    match password.and_then(|p| std::str::from_utf8(p).ok()) {
-        Some(p) if !p.is_empty() && text.contains(p) => text.replace(p, "***"),
-        _ => text,
     }
 }

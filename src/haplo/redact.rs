@@ -24,6 +24,28 @@ pub fn redacted(url: &str) -> String {
     redact_key_values(url)
 }
 
+/// The driver's error with its causes, or the server's own message and
+/// SQLSTATE (tokio-postgres's `Display` alone says only "db error"). Shared
+/// by every module that talks to PostgreSQL (the Haplo reader, the fleet).
+pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
+    }
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
 /// `text` with every occurrence of `password` replaced by `***`: a second
 /// line of defence for messages that come from the driver or the server,
 /// which are not expected to echo a password but are not ours to promise.

@@ -30,7 +30,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Row};
 
-use super::redact::{redacted, scrub};
+use super::redact::{describe, redacted, scrub};
 use super::{Fingerprint, HaploError, HaploKey, HaploTable, HaploUser};
 
 /// How long connecting (TCP, then the login) may take, unless the URL sets
@@ -315,25 +315,4 @@ fn fingerprint_from(row: &Row) -> Result<Fingerprint, tokio_postgres::Error> {
         users: row.try_get(2)?,
         users_digest: row.try_get(3)?,
     })
-}
-
-/// The driver's error with its causes, or the server's own message and
-/// SQLSTATE. tokio-postgres's `Display` alone says only "db error".
-fn describe(error: &tokio_postgres::Error) -> String {
-    if let Some(db) = error.as_db_error() {
-        return format!(
-            "{}: {} (SQLSTATE {})",
-            db.severity(),
-            db.message(),
-            db.code().code()
-        );
-    }
-    let mut text = error.to_string();
-    let mut cause = std::error::Error::source(error);
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
 }
