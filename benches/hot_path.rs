@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use http::{HeaderMap, HeaderValue, Uri};
+use http::{HeaderMap, HeaderValue, Method, Uri};
 use keygate::auth::{authenticate, AuthContext, Credentials, Throttle};
 use keygate::config::{Config, ProxySettings};
 use keygate::keys::{
@@ -50,7 +50,7 @@ use keygate::keys::{
 use keygate::proxy::headers::{rewrite_request, Peer};
 use keygate::scope::Scope;
 use keygate::target::Target;
-use keygate::timestamp::Timestamp;
+use keygate::timestamp::{Clock, Timestamp};
 
 /// Keys in the large snapshot.
 const MANY: usize = 1_000_000;
@@ -69,6 +69,7 @@ fn record(key: &ApiKey, i: usize) -> KeyRecord {
         expires_at: None,
         last_used_at: None,
         origin: keygate::keys::Origin::Keygate,
+        policy: Default::default(),
     }
 }
 
@@ -141,15 +142,35 @@ fn decide(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> bool {
+    decide_with(snapshot, settings, throttle, uri, headers, system_clock())
+}
+
+fn system_clock() -> &'static Clock {
+    static SYSTEM: OnceLock<Clock> = OnceLock::new();
+    SYSTEM.get_or_init(Clock::system)
+}
+
+/// [`decide`] on a given clock (the policy benches move a manual one).
+#[inline(always)]
+fn decide_with(
+    snapshot: &Snapshot,
+    settings: &ProxySettings,
+    throttle: &Throttle,
+    uri: &Uri,
+    headers: &HeaderMap,
+    clock: &Clock,
+) -> bool {
     let target = Target::from_uri(uri).unwrap();
     let credentials = Credentials::from_headers(headers).unwrap();
     let cx = AuthContext {
         snapshot,
         settings,
         throttle,
+        method: &Method::GET,
         client: CLIENT,
         now: Timestamp::now(),
         instant: Instant::now(),
+        clock,
     };
     authenticate(&cx, credentials.secret(), &target).is_ok()
 }
@@ -214,6 +235,62 @@ fn auth_decision(c: &mut Criterion) {
     group.finish();
 }
 
+/// What SPEC 11's policies cost the decision: a key without policies (the
+/// path every key took before them), and one with all three (a rate it
+/// stays within, an address list of four blocks the client is in the
+/// last of, and a method list). Both move a manual clock one second per
+/// request, so the rate-limited key always has a token and the two
+/// differ only by the policy checks.
+fn policy_cost(c: &mut Criterion) {
+    use keygate::keys::policy::{AllowFrom, Methods, Policy, Rate};
+    let settings = settings();
+    let throttle = Throttle::new();
+    let uri: Uri = "/api/things?page=2".parse().unwrap();
+    let clock = Clock::manual(Timestamp::now());
+    let plain = ApiKey::generate().unwrap();
+    let limited = ApiKey::generate().unwrap();
+    let mut with_policy = record(&limited, 1);
+    with_policy.policy = Policy {
+        rate: Some(Rate::new(10.0, Some(20)).unwrap()),
+        allow_from: Some(
+            AllowFrom::parse(&[
+                "10.0.0.0/8",
+                "192.168.0.0/16",
+                "2001:db8::/32",
+                "127.0.0.0/8",
+            ])
+            .unwrap(),
+        ),
+        methods: Some(Methods::parse(&["GET", "HEAD"]).unwrap()),
+    };
+    let snapshot = Snapshot::from_records([record(&plain, 0), with_policy], []);
+    let mut group = c.benchmark_group("policy");
+    for (name, key) in [
+        ("decision, key without policies", &plain),
+        ("decision, key with rate, allow_from and methods", &limited),
+    ] {
+        let headers = basic_header(key.expose());
+        clock.advance(1);
+        assert!(decide_with(
+            &snapshot, &settings, &throttle, &uri, &headers, &clock
+        ));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                clock.advance(1);
+                black_box(decide_with(
+                    &snapshot,
+                    &settings,
+                    &throttle,
+                    black_box(&uri),
+                    black_box(&headers),
+                    &clock,
+                ))
+            })
+        });
+    }
+    group.finish();
+}
+
 /// The proxy's decision plus what issue 5 added to it: recording the key's
 /// last use in memory (`Entry::touch`, as `Proxy::admit` does).
 #[inline(always)]
@@ -231,12 +308,14 @@ fn decide_and_touch(
         snapshot,
         settings,
         throttle,
+        method: &Method::GET,
         client: CLIENT,
         now,
         instant: Instant::now(),
+        clock: system_clock(),
     };
     match authenticate(&cx, credentials.secret(), &target) {
-        Ok(keygate::auth::Identity::Key(entry)) => {
+        Ok(keygate::auth::Identity::Key(entry, _)) => {
             entry.touch(now);
             true
         }
@@ -556,6 +635,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = auth_decision, last_used, refusals, pieces, targets, headers, snapshot_update
+    targets = auth_decision, policy_cost, last_used, refusals, pieces, targets, headers, snapshot_update
 }
 criterion_main!(benches);

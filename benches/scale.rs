@@ -334,6 +334,7 @@ fn new_key(i: usize) -> NewKey {
         name: format!("scale bench key {i}"),
         scope: Scope::parse("/api/").unwrap(),
         expires_at: None,
+        policy: Default::default(),
     }
 }
 
@@ -405,6 +406,8 @@ fn event(action: Action, record: &KeyRecord) -> AuditEvent {
         path: Some(record.scope.as_str().to_owned()),
         grace_until: None,
         client: None,
+        before: None,
+        after: None,
     }
 }
 
@@ -419,6 +422,7 @@ fn record_for(key: &ApiKey, i: usize) -> KeyRecord {
         expires_at: None,
         last_used_at: None,
         origin: keygate::keys::Origin::Keygate,
+        policy: Default::default(),
     }
 }
 

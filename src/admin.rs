@@ -10,6 +10,7 @@
 //! | `POST /v1/keys`               | create a key; the only time it is shown |
 //! | `GET /v1/keys[?user=U]`       | list keys (never secrets)              |
 //! | `GET /v1/keys/{id}`           | one key                                |
+//! | `PATCH /v1/keys/{id}`         | edit name, scope, expiry, policies     |
 //! | `DELETE /v1/keys/{id}`        | revoke                                 |
 //! | `POST /v1/keys/{id}/rotate`   | a new key; the old one works for `grace_secs` |
 //! | `GET /v1/users/{user}`        | a user's blocked flag and key count    |
@@ -29,6 +30,7 @@ mod body;
 mod guard;
 mod import;
 mod keys;
+mod policy;
 mod reply;
 pub(crate) mod text;
 mod users;
@@ -242,7 +244,10 @@ impl Admin {
                         .await
                 }
                 Method::DELETE => keys::revoke(&self.writes, id, client).await,
-                _ => Reply::method_not_allowed(&[Method::GET, Method::DELETE]),
+                Method::PATCH => {
+                    keys::update(&self.keyring, &self.writes, id, request, client).await
+                }
+                _ => Reply::method_not_allowed(&[Method::GET, Method::PATCH, Method::DELETE]),
             },
             ["v1", "keys", id, "rotate"] => match method {
                 Method::POST => keys::rotate(&self.writes, id, request, client).await,

@@ -11,6 +11,8 @@
 //! | unknown / wrong / expired / malformed key   | `INVALID-API-KEY`, counted|
 //! | valid key, target outside its scope         | `INVALID-API-KEY`         |
 //! | valid key, user blocked                     | `UNAUTHORISED`            |
+//! | valid key, method or address off its policy | `UNAUTHORISED`            |
+//! | valid key, over its rate limit              | `RATE-LIMITED` (429)      |
 //! | valid key, in scope, user active            | authenticated, count reset|
 //! | imported key, first use (bcrypt pending)    | prove with bcrypt, retry  |
 //!
@@ -26,18 +28,20 @@ use std::time::Instant;
 pub use self::credentials::{Credentials, CredentialsError, PresentedSecret};
 pub use self::throttle::Throttle;
 
+use http::Method;
+
 use crate::config::{Anonymous, ProxySettings};
-use crate::keys::{Entry, Snapshot, Verified};
+use crate::keys::{Breach, Entry, Quota, Snapshot, Verified};
 use crate::target::Target;
-use crate::timestamp::Timestamp;
+use crate::timestamp::{Clock, Timestamp};
 
 /// Who a request is, once authenticated.
 #[derive(Debug, Clone, Copy)]
 pub enum Identity<'a> {
     /// No key, and anonymous requests are forwarded.
     Anonymous,
-    /// A valid key.
-    Key(&'a Entry),
+    /// A valid key, with what is left of its rate limit when it has one.
+    Key(&'a Entry, Option<Quota>),
     /// Not authenticated yet: a key imported from Haplo, presented for the
     /// first time, whose secret only bcrypt can prove. The caller runs
     /// bcrypt off the event loop ([`crate::keys::Keyring::prove_bcrypt`])
@@ -59,24 +63,51 @@ pub enum Denied {
     OutOfScope,
     /// A valid key whose user is blocked.
     UserBlocked,
+    /// A valid key used with a method its policy does not list.
+    MethodNotAllowed,
+    /// A valid key used from an address outside its policy's list.
+    AddressNotAllowed,
+    /// A valid key over its rate limit.
+    RateLimited(Backoff),
+}
+
+/// What a rate-limited refusal tells the client (SPEC 11): when to retry,
+/// and the key's policy for the `RateLimit-Policy` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Whole seconds until a request would be admitted (at least 1).
+    pub retry_after: u64,
+    /// The key's burst.
+    pub quota: u32,
+    /// The seconds a full burst takes to come back.
+    pub window: u64,
 }
 
 impl Denied {
     /// Haplo's `kind` for the JSON body.
     pub fn kind(self) -> &'static str {
         match self {
-            Denied::NoKey | Denied::UserBlocked => "UNAUTHORISED",
+            Denied::NoKey
+            | Denied::UserBlocked
+            | Denied::MethodNotAllowed
+            | Denied::AddressNotAllowed => "UNAUTHORISED",
             Denied::Throttled => "THROTTLE",
             Denied::InvalidKey | Denied::OutOfScope => "INVALID-API-KEY",
+            Denied::RateLimited(_) => "RATE-LIMITED",
         }
     }
 
     /// Haplo's message for the JSON body.
     pub fn message(self) -> &'static str {
         match self {
-            Denied::NoKey | Denied::UserBlocked => "Not authorised",
+            Denied::NoKey
+            | Denied::UserBlocked
+            | Denied::MethodNotAllowed
+            | Denied::AddressNotAllowed => "Not authorised",
             Denied::Throttled => "Too many failed API authentication attempts, API usage suspended. Pause requests to wait until restriction lifted.",
             Denied::InvalidKey | Denied::OutOfScope => "Invalid API Key",
+            // Haplo has no rate limits; worded like its other messages.
+            Denied::RateLimited(_) => "Too many requests with this API key. Pause requests for the time given in Retry-After.",
         }
     }
 
@@ -89,6 +120,23 @@ impl Denied {
             Denied::InvalidKey => "invalid-key",
             Denied::OutOfScope => "out-of-scope",
             Denied::UserBlocked => "user-blocked",
+            Denied::MethodNotAllowed => "method-not-allowed",
+            Denied::AddressNotAllowed => "address-not-allowed",
+            Denied::RateLimited(_) => "rate-limited",
+        }
+    }
+}
+
+impl From<Breach> for Denied {
+    fn from(breach: Breach) -> Self {
+        match breach {
+            Breach::Method => Denied::MethodNotAllowed,
+            Breach::Address => Denied::AddressNotAllowed,
+            Breach::Rate { retry_in, rate } => Denied::RateLimited(Backoff {
+                retry_after: retry_in.div_ceil(1_000_000_000).max(1),
+                quota: rate.burst(),
+                window: rate.window_secs(),
+            }),
         }
     }
 }
@@ -118,12 +166,16 @@ pub struct AuthContext<'a> {
     pub settings: &'a ProxySettings,
     /// The failure throttle.
     pub throttle: &'a Throttle,
+    /// The request's method, for a key's method policy.
+    pub method: &'a Method,
     /// The client address (after trusted-proxy resolution).
     pub client: IpAddr,
     /// Wall-clock now, for key expiry.
     pub now: Timestamp,
     /// Monotonic now, for the throttle window.
     pub instant: Instant,
+    /// The clock rate limits read ([`Clock::ticks`] of `instant`).
+    pub clock: &'a Clock,
 }
 
 /// Applies SPEC 5 to one request.
@@ -162,6 +214,17 @@ pub fn authenticate<'a>(
             key: Some(entry),
         });
     }
+    // SPEC 11's policies, only for a key that has any: the method, the
+    // address, then the rate (a refused request takes no token).
+    let quota = match entry.limits() {
+        None => None,
+        Some(limits) => limits
+            .check(cx.method, cx.client, || cx.clock.ticks(cx.instant))
+            .map_err(|breach| Refused {
+                denied: breach.into(),
+                key: Some(entry),
+            })?,
+    };
     cx.throttle.clear(cx.client);
-    Ok(Identity::Key(entry))
+    Ok(Identity::Key(entry, quota))
 }

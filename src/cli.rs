@@ -12,6 +12,7 @@
 mod client;
 mod import;
 mod output;
+mod policy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +23,7 @@ use serde_json::{json, Value};
 
 pub use self::client::{AdminClient, ClientError};
 pub use self::import::{HaploImport, ImportCommand};
+pub use self::policy::{PolicyArgs, UpdateArgs};
 use crate::admin::text::escape;
 use crate::config::Config;
 
@@ -103,7 +105,13 @@ pub enum KeysCommand {
         /// Expiry as a duration from now (e.g. 90d, 12h, 30m).
         #[arg(long, value_name = "DURATION")]
         expires_in: Option<humantime::Duration>,
+        /// Optional policies.
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
+    /// Edit a key in place: name, scope, expiry, policies (never its
+    /// secret: rotate for that).
+    Update(UpdateArgs),
     /// Replace a key with a new one (same user, name, scope and expiry).
     Rotate {
         /// Key id of the key to replace.
@@ -169,18 +177,19 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
             path,
             expires_at,
             expires_in,
+            policy,
         }) => {
-            let mut body = json!({"user": user, "name": name, "path": path});
-            let expires_at = expires_at.or_else(|| {
-                expires_in.map(|d| {
-                    let at = std::time::SystemTime::now() + std::time::Duration::from(d);
-                    humantime::format_rfc3339_seconds(at).to_string()
-                })
-            });
-            if let Some(at) = expires_at {
-                body["expires_at"] = Value::String(at);
+            let mut body = serde_json::Map::new();
+            body.insert("user".into(), user.into());
+            body.insert("name".into(), name.into());
+            body.insert("path".into(), path.into());
+            if let Some(at) = expires_at.or_else(|| expires_in.map(policy::expiry_from_now)) {
+                body.insert("expires_at".into(), at.into());
             }
-            let created = client.call(Method::POST, "/v1/keys", Some(body)).await?;
+            policy.add_to(&mut body);
+            let created = client
+                .call(Method::POST, "/v1/keys", Some(Value::Object(body)))
+                .await?;
             if global.json {
                 println!("{}", output::json(&created));
                 return Ok(());
@@ -214,19 +223,10 @@ async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
                 println!("{}", output::json(&shown));
                 return Ok(());
             }
-            for field in [
-                "id",
-                "user",
-                "name",
-                "path",
-                "created_at",
-                "expires_at",
-                "last_used_at",
-            ] {
-                println!("{field:<13} {}", output::text(&shown[field]));
-            }
+            output::key_fields(&shown);
             Ok(())
         }
+        Command::Keys(KeysCommand::Update(args)) => policy::update(global, client, args).await,
         Command::Keys(KeysCommand::Rotate { id, grace }) => {
             let grace_secs = grace.map_or(0, |g| std::time::Duration::from(g).as_secs());
             let path = format!("/v1/keys/{}/rotate", encode(&id));

@@ -194,6 +194,20 @@ pub struct ProxySettings {
     /// Forward the client's `Authorization` / `X-ONEIS-Key` unchanged, for
     /// a stock Haplo that authenticates every request again (SPEC 9).
     pub forward_credentials: bool,
+    /// Which responses carry a rate-limited key's `RateLimit-Policy` and
+    /// `RateLimit` fields (SPEC 11).
+    pub rate_limit_headers: RateLimitHeaders,
+}
+
+/// Which responses carry the `RateLimit` fields of a rate-limited key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitHeaders {
+    /// Only its 429s (the default: an application's responses are left as
+    /// they are).
+    Refusals,
+    /// Its 429s and every response forwarded for it, so that a client can
+    /// pace itself before it is refused.
+    Always,
 }
 
 /// HTTP/2 limits for client connections, chosen against the known flood

@@ -13,6 +13,9 @@
 //! - [`Snapshot`]: an immutable, structurally shared view of all keys and
 //!   blocked users, holding per key only what the request path reads
 //!   ([`Entry`]). The request path reads it without locks or I/O.
+//! - [`policy`]: a key's optional rate limit, source addresses and methods
+//!   (SPEC 11); [`Access`]: its scope and policies as the request path
+//!   checks them.
 //! - `intern`: one shared copy of each user and scope for all their keys.
 //! - [`Change`]: one change to keys or users, made here or arriving from
 //!   elsewhere; stores and snapshots apply lists of them.
@@ -21,6 +24,7 @@
 //! - [`AuditEvent`]: the trail of every change, written in the change's own
 //!   transaction.
 
+mod access;
 mod audit;
 mod change;
 mod entry;
@@ -29,11 +33,13 @@ mod intern;
 mod key;
 mod keyring;
 mod pending;
+pub mod policy;
 mod record;
 mod snapshot;
 mod store;
 mod user;
 
+pub use access::{Access, Breach, Limits, Quota};
 pub use audit::{Action, AuditEvent};
 pub use change::{Blocker, Change};
 pub use entry::Entry;
@@ -41,8 +47,8 @@ pub use hash::{BcryptHash, BcryptHashError, KeyHash};
 
 pub use key::{ApiKey, KeyId, PresentedKey, SecretHash, ID_LEN, KEY_LEN};
 pub use keyring::{
-    Flushed, HaploBatch, HaploKeyRow, HaploUserRow, ImportReport, Keyring, Missing, NewKey,
-    Planned, Rotated, Skipped, WriteError,
+    Flushed, HaploBatch, HaploKeyRow, HaploUserRow, ImportReport, KeyUpdate, Keyring, Missing,
+    NewKey, Planned, Rotated, Skipped, WriteError,
 };
 pub use record::{KeyRecord, Origin};
 pub use snapshot::{Snapshot, Verified, SHARDS};

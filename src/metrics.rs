@@ -34,13 +34,16 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Every outcome a proxied request can end with (the access log's words).
-pub const OUTCOMES: [&str; 12] = [
+pub const OUTCOMES: [&str; 15] = [
     "forwarded",
     "anonymous",
     "no-key",
     "invalid-key",
     "out-of-scope",
     "user-blocked",
+    "method-not-allowed",
+    "address-not-allowed",
+    "rate-limited",
     "throttled",
     "bad-request",
     "upstream-error",

@@ -44,7 +44,7 @@ use self::admit::{Admission, Admitted, Rejected};
 use self::headers::Peer;
 use crate::access_log::AccessLog;
 use crate::auth::{Denied, Throttle};
-use crate::config::ProxySettings;
+use crate::config::{ProxySettings, RateLimitHeaders};
 use crate::keys::Keyring;
 use crate::metrics::Metrics;
 use crate::server::{self, ConnSettings, ListenerOptions, RequestBody};
@@ -231,6 +231,18 @@ impl Proxy {
         parts.version = version;
         let upgrade_protocol = parts.headers.get(UPGRADE).cloned();
         headers::rewrite_response(&mut parts.headers);
+        if settings.rate_limit_headers == RateLimitHeaders::Always {
+            if let Some(quota) = identity.quota() {
+                const NANOS: u64 = 1_000_000_000;
+                refusal::rate_limit_headers(
+                    &mut parts.headers,
+                    quota.rate.burst(),
+                    quota.rate.window_secs(),
+                    quota.remaining.tokens,
+                    quota.remaining.full_in.div_ceil(NANOS),
+                );
+            }
+        }
         // An upgraded connection is no longer HTTP: its lease is dropped.
         let lease = upgraded.is_none().then_some(lease);
         if let Some((client, upstream)) = upgraded {

@@ -7,8 +7,8 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
@@ -64,8 +64,17 @@ impl Timestamp {
 /// An enum-like struct rather than a trait: there are exactly two clocks.
 #[derive(Debug, Clone, Default)]
 pub struct Clock {
-    manual: Option<Arc<AtomicI64>>,
+    manual: Option<Arc<Manual>>,
 }
+
+#[derive(Debug)]
+struct Manual {
+    start: i64,
+    now: AtomicI64,
+}
+
+/// The instant [`Clock::ticks`] counts from on the system clock.
+static EPOCH: OnceLock<Instant> = OnceLock::new();
 
 impl Clock {
     /// The system clock.
@@ -76,7 +85,10 @@ impl Clock {
     /// A clock that stands still at `start` until [`Clock::advance`]d.
     pub fn manual(start: Timestamp) -> Self {
         Clock {
-            manual: Some(Arc::new(AtomicI64::new(start.0))),
+            manual: Some(Arc::new(Manual {
+                start: start.0,
+                now: AtomicI64::new(start.0),
+            })),
         }
     }
 
@@ -85,14 +97,33 @@ impl Clock {
     pub fn now(&self) -> Timestamp {
         match &self.manual {
             None => Timestamp::now(),
-            Some(at) => Timestamp(at.load(Ordering::Relaxed)),
+            Some(manual) => Timestamp(manual.now.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Monotonic nanoseconds, for rate limits: `at` on a line that starts
+    /// with the process (system clock), or the seconds a manual clock has
+    /// been moved forward, so that tests drive rate limits by hand too.
+    #[inline]
+    pub fn ticks(&self, at: Instant) -> u64 {
+        match &self.manual {
+            None => {
+                let epoch = *EPOCH.get_or_init(Instant::now);
+                u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+            }
+            Some(manual) => {
+                let secs = manual.now.load(Ordering::Relaxed) - manual.start;
+                u64::try_from(secs)
+                    .unwrap_or(0)
+                    .saturating_mul(1_000_000_000)
+            }
         }
     }
 
     /// Moves a manual clock forward (no effect on the system clock).
     pub fn advance(&self, secs: i64) {
-        if let Some(at) = &self.manual {
-            at.fetch_add(secs, Ordering::Relaxed);
+        if let Some(manual) = &self.manual {
+            manual.now.fetch_add(secs, Ordering::Relaxed);
         }
     }
 }

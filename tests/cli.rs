@@ -340,6 +340,7 @@ async fn keys_list_and_show_escape_control_and_bidi_characters_in_stored_names()
         name: name.to_owned(),
         scope: keygate::scope::Scope::parse("/api/").unwrap(),
         expires_at: None,
+        policy: Default::default(),
     };
     let (key, _) = proxy.keyring.create(new, None).expect("seed the store");
     let id = &key.expose()[..16];

@@ -43,6 +43,7 @@ fn record(user: &str, name: &str) -> KeyRecord {
         expires_at: Some(Timestamp::from_unix(1_900_000_000)),
         last_used_at: None,
         origin: Origin::Keygate,
+        policy: Default::default(),
     }
 }
 
@@ -65,6 +66,8 @@ fn event(action: Action, user: &str) -> AuditEvent {
         path: None,
         grace_until: None,
         client: Some("127.0.0.1".into()),
+        before: None,
+        after: None,
     }
 }
 

@@ -372,6 +372,7 @@ fn entry(user: &str) -> std::sync::Arc<Entry> {
         expires_at: None,
         last_used_at: None,
         origin: keygate::keys::Origin::Keygate,
+        policy: Default::default(),
     };
     Entry::new(record)
 }

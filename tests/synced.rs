@@ -21,6 +21,7 @@ fn record(key: &ApiKey, user: &str) -> KeyRecord {
         expires_at: None,
         last_used_at: None,
         origin: Origin::Keygate,
+        policy: Default::default(),
     }
 }
 

@@ -25,6 +25,7 @@ fn imported(key: &ApiKey) -> KeyRecord {
         expires_at: None,
         last_used_at: None,
         origin: Origin::Haplo { app: 4000, bcrypt },
+        policy: Default::default(),
     }
 }
 

@@ -33,6 +33,10 @@ struct EventView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     grace_until: Option<String>,
     client: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    before: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after: Option<&'a serde_json::Value>,
 }
 
 impl<'a> EventView<'a> {
@@ -50,6 +54,8 @@ impl<'a> EventView<'a> {
                 .grace_until
                 .map(|t| Timestamp::from_unix(t).to_string()),
             client: event.client.as_deref(),
+            before: event.before.as_ref(),
+            after: event.after.as_ref(),
         }
     }
 }

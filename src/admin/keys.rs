@@ -1,4 +1,5 @@
-//! The admin handlers for keys: create, list, show, revoke, rotate.
+//! The admin handlers for keys: create, list, show, revoke, rotate, and
+//! (`update.rs`) edit in place.
 //!
 //! Input is validated completely before anything is written: a 400 means
 //! the store was not touched. Writes go through the [`Keyring`] on the
@@ -9,6 +10,8 @@
 //! only what the request path needs, not names or creation times) and show
 //! each key's live last-use time from the snapshot.
 
+mod update;
+
 use std::sync::Arc;
 
 use http::Request;
@@ -16,10 +19,13 @@ use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 
+pub(crate) use self::update::update;
 use super::body;
+use super::policy::{self, PolicyInput, RateInput};
 use super::reply::Reply;
 use super::text;
 use super::writes;
+use crate::keys::policy::PolicyView;
 use crate::keys::{Entry, KeyId, KeyRecord, Keyring, NewKey, Origin, StoreError, UserId};
 use crate::scope::Scope;
 use crate::timestamp::Timestamp;
@@ -49,6 +55,9 @@ pub(crate) struct KeyView<'a> {
     /// The Haplo application of an imported key.
     #[serde(skip_serializing_if = "Option::is_none")]
     haplo_app: Option<u32>,
+    /// `rate`, `allow_from` and `methods`, each only when set.
+    #[serde(flatten)]
+    policy: PolicyView,
 }
 
 impl<'a> KeyView<'a> {
@@ -70,6 +79,7 @@ impl<'a> KeyView<'a> {
                 Origin::Keygate => None,
                 Origin::Haplo { app, .. } => Some(app),
             },
+            policy: record.policy.view(),
         }
     }
 
@@ -91,6 +101,9 @@ struct CreateKey {
     name: String,
     path: Option<String>,
     expires_at: Option<String>,
+    rate: Option<RateInput>,
+    allow_from: Option<Vec<String>>,
+    methods: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -108,7 +121,38 @@ fn validate_new_key(
     now: Timestamp,
 ) -> Result<(NewKey, Vec<&'static str>), Reply> {
     let user = UserId::parse(&input.user).map_err(|e| Reply::error(400, e.to_string()))?;
-    let name = input.name.trim();
+    let name = validate_name(&input.name)?;
+    let scope = Scope::parse_new(input.path.as_deref().unwrap_or(DEFAULT_SCOPE))
+        .map_err(|e| Reply::error(400, e.to_string()))?;
+    let expires_at = input
+        .expires_at
+        .as_deref()
+        .map(|text| validate_expiry(text, now))
+        .transpose()?;
+    let policy = PolicyInput {
+        rate: input.rate,
+        allow_from: input.allow_from,
+        methods: input.methods,
+    }
+    .validate()?;
+    let mut warnings: Vec<&'static str> = scope.warning().into_iter().collect();
+    warnings.extend(policy::warnings(&policy));
+    Ok((
+        NewKey {
+            user,
+            name,
+            scope,
+            expires_at,
+            policy,
+        },
+        warnings,
+    ))
+}
+
+/// A key's name: 1 to 200 characters once trimmed, none of them a
+/// terminal control.
+fn validate_name(name: &str) -> Result<String, Reply> {
+    let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME {
         return Err(Reply::error(
             400,
@@ -126,29 +170,17 @@ fn validate_new_key(
             ),
         ));
     }
-    let scope = Scope::parse_new(input.path.as_deref().unwrap_or(DEFAULT_SCOPE))
-        .map_err(|e| Reply::error(400, e.to_string()))?;
-    let expires_at = match input.expires_at.as_deref() {
-        None => None,
-        Some(text) => {
-            let at = Timestamp::parse_rfc3339(text)
-                .map_err(|e| Reply::error(400, format!("expires_at: {e}")))?;
-            if at <= now {
-                return Err(Reply::error(400, "expires_at must be in the future"));
-            }
-            Some(at)
-        }
-    };
-    let warnings = scope.warning().into_iter().collect();
-    Ok((
-        NewKey {
-            user,
-            name: name.to_owned(),
-            scope,
-            expires_at,
-        },
-        warnings,
-    ))
+    Ok(name.to_owned())
+}
+
+/// An expiry: RFC 3339, in the future.
+fn validate_expiry(text: &str, now: Timestamp) -> Result<Timestamp, Reply> {
+    let at = Timestamp::parse_rfc3339(text)
+        .map_err(|e| Reply::error(400, format!("expires_at: {e}")))?;
+    if at <= now {
+        return Err(Reply::error(400, "expires_at must be in the future"));
+    }
+    Ok(at)
 }
 
 /// `POST /v1/keys`.

@@ -15,7 +15,9 @@ where
     P: FnOnce(&Keyring) -> Result<Planned<T>, WriteError> + Send + 'static,
 {
     writes.run(plan).await.map_err(|error| match error {
-        FleetWriteError::Write(refused @ WriteError::OwnedByHaplo { .. }) => {
+        FleetWriteError::Write(
+            refused @ (WriteError::OwnedByHaplo { .. } | WriteError::HaploOwnsField { .. }),
+        ) => {
             Reply::error(409, refused.to_string())
         }
         FleetWriteError::Unavailable(cause) => {

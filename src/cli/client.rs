@@ -22,6 +22,9 @@ pub enum ClientError {
     /// The config file could not be used.
     #[error("{0}")]
     Config(String),
+    /// The command was given nothing to do.
+    #[error("{0}")]
+    Usage(String),
     /// `--admin` is not an http:// URL.
     #[error("--admin must be an http:// URL such as http://127.0.0.1:8081, not {0:?}")]
     BadUrl(String),

@@ -68,6 +68,35 @@ pub(super) fn new_key(heading: &str, created: &Value) {
     println!("{}", text(&created["key"]));
 }
 
+/// One key, a field a line; policies only when set.
+pub(super) fn key_fields(key: &Value) {
+    for field in [
+        "id",
+        "user",
+        "name",
+        "path",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+    ] {
+        println!("{field:<13} {}", text(&key[field]));
+    }
+    if let Some(rate) = key.get("rate") {
+        println!(
+            "{:<13} {}/s, burst {}",
+            "rate",
+            text(&rate["per_second"]),
+            text(&rate["burst"])
+        );
+    }
+    for field in ["allow_from", "methods"] {
+        if let Some(list) = key.get(field).and_then(Value::as_array) {
+            let items: Vec<String> = list.iter().map(text).collect();
+            println!("{field:<13} {}", items.join(", "));
+        }
+    }
+}
+
 /// Keys as an aligned table.
 pub(super) fn key_table(keys: &[Value]) {
     if keys.is_empty() {

@@ -42,6 +42,16 @@ impl Config {
                 ))
             }
         };
+        let rate_limit_headers = match raw.proxy.rate_limit_headers.as_str() {
+            "refusals" => RateLimitHeaders::Refusals,
+            "always" => RateLimitHeaders::Always,
+            other => {
+                return Err(invalid(
+                    "proxy.rate_limit_headers",
+                    format!("must be \"refusals\" or \"always\", not {other:?}"),
+                ))
+            }
+        };
         let trusted_proxies = raw
             .proxy
             .trusted_proxies
@@ -230,6 +240,7 @@ impl Config {
                 },
                 upgrades,
                 forward_credentials: raw.proxy.forward_credentials,
+                rate_limit_headers,
             },
         })
     }

@@ -36,6 +36,7 @@ pub(super) struct RawProxy {
     pub(super) upstream_ca: Option<String>,
     pub(super) upgrades: Vec<String>,
     pub(super) forward_credentials: bool,
+    pub(super) rate_limit_headers: String,
     pub(super) tls: Option<RawTls>,
     pub(super) http2: RawHttp2,
 }
@@ -59,6 +60,7 @@ impl Default for RawProxy {
             upstream_ca: None,
             upgrades: vec!["websocket".into()],
             forward_credentials: false,
+            rate_limit_headers: "refusals".into(),
             tls: None,
             http2: RawHttp2::default(),
         }

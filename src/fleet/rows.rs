@@ -144,6 +144,7 @@ mod tests {
             expires_at: None,
             last_used_at: None,
             origin: Origin::Keygate,
+            policy: Default::default(),
         }
     }
 

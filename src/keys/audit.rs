@@ -29,7 +29,9 @@ pub enum Action {
     UserUnblocked,
     /// A key was imported from Haplo.
     KeyImported,
-    /// A key imported from Haplo changed there (scope, name, user, secret).
+    /// A key changed: edited through the admin API (`before` and `after`
+    /// hold the fields that changed), or changed in Haplo (scope, name,
+    /// user, secret) and synced.
     KeyUpdated,
 }
 
@@ -60,6 +62,14 @@ pub struct AuditEvent {
     /// The admin client's address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    /// For an edit, the fields it changed as they were; for a creation,
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<serde_json::Value>,
+    /// For an edit, the fields it changed as they are now; for a creation,
+    /// the key's policies, when it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<serde_json::Value>,
 }
 
 impl AuditEvent {
@@ -80,6 +90,8 @@ impl AuditEvent {
             path: Some(record.scope.as_str().to_owned()),
             grace_until: None,
             client: client.map(str::to_owned),
+            before: None,
+            after: None,
         }
     }
 
@@ -99,6 +111,8 @@ impl AuditEvent {
             path: None,
             grace_until: None,
             client: client.map(str::to_owned),
+            before: None,
+            after: None,
         }
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! A snapshot holds a million keys, so an [`Entry`] holds only what the
 //! request path reads: the id, the secret hash, the expiry, the last-use
-//! times, and pointers to the key's user and scope, which are shared by
-//! every key that has them (see `intern.rs`). The key's name and creation
+//! times, and pointers to the key's user and its [`Access`] (scope and
+//! policies), which are shared by every key that has them (see `intern.rs`
+//! and `access.rs`). The key's name and creation
 //! time stay in the store, where the admin API reads them. The key-id
 //! header value is built per request from the inline id (one 16-byte
 //! allocation) rather than kept per key (about 100 bytes each). The user-id
@@ -23,6 +24,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
+use super::access::{Access, Limits};
 use super::intern::{Interner, User};
 use super::record::{DecodeError, KeyRow, RowHash};
 use super::{KeyHash, KeyId, KeyRecord, SecretHash};
@@ -41,7 +43,7 @@ pub struct Entry {
     /// for the room, and an entry is 88 bytes).
     hash: SecretHash,
     user: Arc<User>,
-    scope: Arc<Scope>,
+    access: Arc<Access>,
     /// Unix seconds from which the key is refused ([`NEVER`]: no expiry).
     expires_at: i64,
     /// Latest use, Unix seconds (0: never).
@@ -55,7 +57,8 @@ impl fmt::Debug for Entry {
         f.debug_struct("Entry")
             .field("id", &self.id)
             .field("user", &self.user.id())
-            .field("scope", &self.scope.as_str())
+            .field("scope", &self.scope().as_str())
+            .field("limits", &self.access.limits().is_some())
             .field("expires_at", &self.expires_at())
             .field("last_used", &self.last_used())
             .finish_non_exhaustive()
@@ -67,7 +70,7 @@ impl Entry {
         id: KeyId,
         hash: SecretHash,
         user: Arc<User>,
-        scope: Arc<Scope>,
+        access: Arc<Access>,
         expires_at: Option<Timestamp>,
         last_used: Option<Timestamp>,
     ) -> Arc<Self> {
@@ -76,7 +79,7 @@ impl Entry {
             id,
             hash,
             user,
-            scope,
+            access,
             expires_at: expires_at.map_or(NEVER, Timestamp::unix),
             last_used: AtomicI64::new(used),
             persisted: AtomicI64::new(used),
@@ -99,7 +102,7 @@ impl Entry {
             record.id,
             hash,
             interner.user_of(&record.user),
-            interner.scope_of(&record.scope),
+            interner.access_of(&record.scope, &record.policy),
             record.expires_at,
             record.last_used_at,
         )
@@ -114,8 +117,8 @@ impl Entry {
         let user = interner
             .user(row.user)
             .map_err(|_| DecodeError::Invalid("user"))?;
-        let scope = interner
-            .scope(row.scope)
+        let access = interner
+            .access(row.scope, row.policy)
             .map_err(|_| DecodeError::Invalid("scope"))?;
         let hash = match row.hash {
             RowHash::Blake3(bytes) => SecretHash::from_bytes(bytes),
@@ -126,7 +129,7 @@ impl Entry {
             row.id,
             hash,
             user,
-            scope,
+            access,
             row.expires_at.map(Timestamp::from_unix),
             row.last_used_at.map(Timestamp::from_unix),
         ))
@@ -170,7 +173,13 @@ impl Entry {
     /// Which request-targets the key admits.
     #[inline]
     pub fn scope(&self) -> &Scope {
-        &self.scope
+        self.access.scope()
+    }
+
+    /// The key's policies, if it has any (most keys have none).
+    #[inline]
+    pub fn limits(&self) -> Option<&Limits> {
+        self.access.limits()
     }
 
     /// When the key stops working, if ever.
@@ -215,9 +224,10 @@ impl Entry {
         self.persisted.fetch_max(at.unix(), Ordering::Relaxed);
     }
 
-    /// Carries the last-use times recorded on `old` (the same key's
-    /// previous entry) over to this one.
+    /// Carries the last-use times and the rate limiter's state recorded on
+    /// `old` (the same key's previous entry) over to this one.
     pub(super) fn carry_uses(&self, old: &Entry) {
+        self.access.carry(&old.access);
         self.last_used
             .fetch_max(old.last_used.load(Ordering::Relaxed), Ordering::Relaxed);
         self.persisted

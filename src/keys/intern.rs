@@ -1,6 +1,10 @@
 //! One shared copy of each user and each scope, for all the keys that have
 //! them.
 //!
+//! Scopes are shared as [`Access`] values: a scope with no policies. A key
+//! with policies gets an `Access` of its own (its rate limiter's state is
+//! its own), validated here all the same.
+//!
 //! A million keys typically belong to far fewer users and use a handful of
 //! scopes. Each [`super::Entry`] holds an `Arc` to its user (the id as a
 //! ready-made header value, so the proxy injects it with a reference-count
@@ -20,6 +24,8 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
+use super::access::Access;
+use super::policy::Policy;
 use super::user::{UserId, UserIdError};
 use crate::scope::{Scope, ScopeError};
 
@@ -68,9 +74,9 @@ impl Named for User {
     }
 }
 
-impl Named for Scope {
+impl Named for Access {
     fn name(&self) -> &str {
-        self.as_str()
+        self.scope().as_str()
     }
 }
 
@@ -102,7 +108,8 @@ impl<T: Named> Eq for Shared<T> {}
 #[derive(Default)]
 pub(crate) struct Interner {
     users: HashSet<Shared<User>>,
-    scopes: HashSet<Shared<Scope>>,
+    /// Scopes without policies.
+    scopes: HashSet<Shared<Access>>,
 }
 
 impl fmt::Debug for Interner {
@@ -137,26 +144,37 @@ impl Interner {
         user
     }
 
-    /// The shared scope for `text`, validating it if it is new.
-    pub(crate) fn scope(&mut self, text: &str) -> Result<Arc<Scope>, ScopeError> {
-        if let Some(scope) = self.scopes.get(text) {
-            return Ok(scope.0.clone());
+    /// The access for a scope given as `text` (validated if it is new)
+    /// and `policy`: shared when the policy is empty, the key's own if not.
+    pub(crate) fn access(
+        &mut self,
+        text: &str,
+        policy: &Policy,
+    ) -> Result<Arc<Access>, ScopeError> {
+        if !policy.is_empty() {
+            return Ok(Arc::new(Access::with_policy(Scope::parse(text)?, policy)));
+        }
+        if let Some(access) = self.scopes.get(text) {
+            return Ok(access.0.clone());
         }
         Ok(self.add_scope(Scope::parse(text)?))
     }
 
-    /// The shared scope for an already validated one.
-    pub(crate) fn scope_of(&mut self, scope: &Scope) -> Arc<Scope> {
+    /// [`Interner::access`] for an already validated scope.
+    pub(crate) fn access_of(&mut self, scope: &Scope, policy: &Policy) -> Arc<Access> {
+        if !policy.is_empty() {
+            return Arc::new(Access::with_policy(scope.clone(), policy));
+        }
         match self.scopes.get(scope.as_str()) {
             Some(shared) => shared.0.clone(),
             None => self.add_scope(scope.clone()),
         }
     }
 
-    fn add_scope(&mut self, scope: Scope) -> Arc<Scope> {
-        let scope = Arc::new(scope);
-        self.scopes.insert(Shared(scope.clone()));
-        scope
+    fn add_scope(&mut self, scope: Scope) -> Arc<Access> {
+        let access = Arc::new(Access::scope_only(scope));
+        self.scopes.insert(Shared(access.clone()));
+        access
     }
 
     /// Forgets users and scopes that no entry holds any more (in any
@@ -186,10 +204,18 @@ mod tests {
         assert_eq!(a.id(), "alice");
         assert_eq!(a.header(), "alice");
         assert!(interner.user("a b").is_err());
-        let s = interner.scope("/api/").unwrap();
-        let t = interner.scope_of(&Scope::parse("/api/").unwrap());
+        let none = Policy::default();
+        let s = interner.access("/api/", &none).unwrap();
+        let t = interner.access_of(&Scope::parse("/api/").unwrap(), &none);
         assert!(Arc::ptr_eq(&s, &t));
-        assert!(interner.scope("api").is_err());
+        assert!(interner.access("api", &none).is_err());
+        let limited = Policy {
+            methods: Some(crate::keys::policy::Methods::parse(&["GET"]).unwrap()),
+            ..Policy::default()
+        };
+        let own = interner.access("/api/", &limited).unwrap();
+        assert!(!Arc::ptr_eq(&s, &own), "a key with policies has its own");
+        assert!(own.limits().is_some());
         drop(b);
         interner.prune();
         assert_eq!(interner.user_count(), 1);

@@ -38,10 +38,12 @@ use arc_swap::{ArcSwap, Guard};
 
 mod flush;
 mod import;
+mod update;
 mod writes;
 
 pub use self::flush::Flushed;
 pub use self::import::{HaploBatch, HaploKeyRow, HaploUserRow, ImportReport, Missing, Skipped};
+pub use self::update::KeyUpdate;
 pub use self::writes::Planned;
 
 use super::audit::{Action, AuditEvent};
@@ -66,6 +68,8 @@ pub struct NewKey {
     pub scope: Scope,
     /// Optional expiry.
     pub expires_at: Option<Timestamp>,
+    /// Optional policies.
+    pub policy: crate::keys::policy::Policy,
 }
 
 /// A rotated key: the new key, and how long the old one still works.
@@ -113,6 +117,17 @@ pub enum WriteError {
         id: KeyId,
         /// The application.
         app: u32,
+    },
+    /// An edit to a field of a key from Haplo that Haplo owns (its name,
+    /// scope or expiry; its policies are keygate's).
+    #[error("the {field} of key {id} comes from Haplo application {app}; change it in Haplo (rate, allow_from and methods can be set here)")]
+    HaploOwnsField {
+        /// The key.
+        id: KeyId,
+        /// The application.
+        app: u32,
+        /// The field.
+        field: &'static str,
     },
     /// The store refused the write.
     #[error(transparent)]

@@ -432,6 +432,7 @@ mod tests {
             expires_at: Some(Timestamp::from_unix(100)),
             last_used_at: None,
             origin: Origin::Keygate,
+            policy: Default::default(),
         }
     }
 

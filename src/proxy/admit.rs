@@ -18,6 +18,7 @@ use super::refusal::{BadRequest, Refusal};
 use super::{prove, upgrade, Proxy};
 use crate::auth::{self, AuthContext, Credentials, Denied, Identity};
 use crate::config::ProxySettings;
+use crate::keys::Quota;
 use crate::server::RequestBody;
 use crate::target::Target;
 use crate::timestamp::Timestamp;
@@ -58,13 +59,17 @@ impl Proxy {
         };
 
         let snapshot = self.keyring.snapshot();
+        // A standard method's clone copies a tag; `info` keeps its own.
+        let method = info.method.clone();
         let cx = AuthContext {
             snapshot: &snapshot,
             settings,
             throttle: &self.throttle,
+            method: &method,
             client,
             now: time,
             instant: started,
+            clock: self.keyring.clock(),
         };
         let identity = match auth::authenticate(&cx, credentials.secret(), &target) {
             Ok(identity) => identity,
@@ -81,15 +86,18 @@ impl Proxy {
         };
         let (entry, forwarded) = match identity {
             Identity::Anonymous => (None, Forwarded::Anonymous),
-            Identity::Key(entry) => {
+            Identity::Key(entry, quota) => {
                 // Last use, in memory only: the keyring writes it later.
                 entry.touch(time);
                 (
                     Some(entry),
-                    Forwarded::Key(Caller {
-                        user: entry.user_header().clone(),
-                        key_id: entry.id(),
-                    }),
+                    Forwarded::Key(
+                        Caller {
+                            user: entry.user_header().clone(),
+                            key_id: entry.id(),
+                        },
+                        quota,
+                    ),
                 )
             }
             Identity::NeedsBcrypt(_) => {
@@ -203,10 +211,12 @@ pub(super) struct Admitted {
     pub(super) upgrade: Option<(OnUpgrade, http::HeaderValue)>,
 }
 
-/// How a forwarded request was authenticated, kept past the snapshot.
+/// How a forwarded request was authenticated, kept past the snapshot:
+/// anonymous, or a key (with what is left of its rate limit, if it has
+/// one, for the `RateLimit` response fields).
 pub(super) enum Forwarded {
     Anonymous,
-    Key(Caller),
+    Key(Caller, Option<Quota>),
 }
 
 impl Forwarded {
@@ -220,7 +230,14 @@ impl Forwarded {
     pub(super) fn into_caller(self) -> Option<Caller> {
         match self {
             Forwarded::Anonymous => None,
-            Forwarded::Key(caller) => Some(caller),
+            Forwarded::Key(caller, _) => Some(caller),
+        }
+    }
+
+    pub(super) fn quota(&self) -> Option<&Quota> {
+        match self {
+            Forwarded::Anonymous => None,
+            Forwarded::Key(_, quota) => quota.as_ref(),
         }
     }
 }

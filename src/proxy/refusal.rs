@@ -106,6 +106,7 @@ impl Refusal {
     pub fn status(self) -> StatusCode {
         match self {
             Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Refusal::Denied(Denied::RateLimited(_)) => StatusCode::TOO_MANY_REQUESTS,
             Refusal::Denied(_) => StatusCode::FORBIDDEN,
             Refusal::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Refusal::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -185,27 +186,87 @@ impl Refusal {
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
-        if self == Refusal::Busy {
-            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        match self {
+            Refusal::Busy => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Refusal::Denied(Denied::RateLimited(backoff)) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(backoff.retry_after));
+                rate_limit_headers(
+                    headers,
+                    backoff.quota,
+                    backoff.window,
+                    0,
+                    backoff.retry_after,
+                );
+            }
+            _ => {}
         }
         response
     }
 }
 
+/// The IETF `RateLimit-Policy` and `RateLimit` fields
+/// (draft-ietf-httpapi-ratelimit-headers-10) for a key's token bucket:
+/// a quota of `burst` requests per `window` seconds, `remaining` of them
+/// left, and `reset` seconds until the bucket is full (on a 429, until the
+/// next request is admitted, the same moment as `Retry-After`).
+pub(super) fn rate_limit_headers(
+    headers: &mut http::HeaderMap,
+    burst: u32,
+    window: u64,
+    remaining: u64,
+    reset: u64,
+) {
+    // Digits and fixed text only: always a valid header value.
+    let policy = format!("\"key\";q={burst};w={window}");
+    let state = format!("\"key\";r={remaining};t={reset}");
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        headers.insert(RATELIMIT_POLICY, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&state) {
+        headers.insert(RATELIMIT, value);
+    }
+}
+
+/// `RateLimit-Policy`.
+const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`.
+const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
+
 /// The JSON body of each [`Denied`] refusal, made on first use.
 fn denied_body(denied: Denied) -> &'static [u8] {
-    /// Every `Denied`, in declaration order, so that `denied as usize`
-    /// indexes its body.
-    const ALL: [Denied; 5] = [
+    /// One `Denied` of each variant (the body depends on the variant
+    /// only), in the order [`index`] numbers them.
+    const ALL: [Denied; 8] = [
         Denied::NoKey,
         Denied::Throttled,
         Denied::InvalidKey,
         Denied::OutOfScope,
         Denied::UserBlocked,
+        Denied::MethodNotAllowed,
+        Denied::AddressNotAllowed,
+        Denied::RateLimited(crate::auth::Backoff {
+            retry_after: 1,
+            quota: 1,
+            window: 1,
+        }),
     ];
-    static BODIES: OnceLock<[Vec<u8>; 5]> = OnceLock::new();
+    fn index(denied: Denied) -> usize {
+        match denied {
+            Denied::NoKey => 0,
+            Denied::Throttled => 1,
+            Denied::InvalidKey => 2,
+            Denied::OutOfScope => 3,
+            Denied::UserBlocked => 4,
+            Denied::MethodNotAllowed => 5,
+            Denied::AddressNotAllowed => 6,
+            Denied::RateLimited(_) => 7,
+        }
+    }
+    static BODIES: OnceLock<[Vec<u8>; 8]> = OnceLock::new();
     let bodies = BODIES.get_or_init(|| ALL.map(|denied| Refusal::Denied(denied).serialise()));
-    &bodies[denied as usize]
+    &bodies[index(denied)]
 }
 
 impl fmt::Display for Refusal {
@@ -260,6 +321,13 @@ mod tests {
             Denied::InvalidKey,
             Denied::OutOfScope,
             Denied::UserBlocked,
+            Denied::MethodNotAllowed,
+            Denied::AddressNotAllowed,
+            Denied::RateLimited(crate::auth::Backoff {
+                retry_after: 7,
+                quota: 3,
+                window: 9,
+            }),
         ] {
             let refusal = Refusal::Denied(denied);
             assert_eq!(refusal.body(), refusal.serialise(), "{denied:?}");
@@ -272,5 +340,23 @@ mod tests {
                 .as_bytes()
             ));
         }
+    }
+
+    #[test]
+    fn rate_limited_is_a_429_with_retry_after_and_ratelimit_fields() {
+        let backoff = crate::auth::Backoff {
+            retry_after: 7,
+            quota: 20,
+            window: 2,
+        };
+        let response = Refusal::Denied(Denied::RateLimited(backoff)).into_response::<Bytes>();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let headers = response.headers();
+        assert_eq!(headers[RETRY_AFTER], "7");
+        assert_eq!(headers["ratelimit-policy"], "\"key\";q=20;w=2");
+        assert_eq!(headers["ratelimit"], "\"key\";r=0;t=7");
+        assert!(response
+            .body()
+            .starts_with(br#"{"success":false,"kind":"RATE-LIMITED""#));
     }
 }

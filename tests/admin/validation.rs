@@ -167,6 +167,7 @@ async fn a_key_stored_with_a_fragment_mark_in_its_path_still_loads() {
         name: "from an older keygate".to_owned(),
         scope: keygate::scope::Scope::parse("/api/#x").unwrap(),
         expires_at: None,
+        policy: Default::default(),
     };
     let (key, _) = proxy.keyring.create(new, None).expect("seed the store");
     proxy.stop().await;

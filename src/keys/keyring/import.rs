@@ -20,6 +20,7 @@ use super::{
     Action, AuditEvent, BcryptHash, Blocker, Change, KeyHash, KeyId, KeyRecord, Keyring, Origin,
     Planned, StoreError, UserId,
 };
+use crate::keys::policy::Policy;
 use crate::scope::Scope;
 
 /// One Haplo application's keys and users, as an importer sends them.
@@ -185,6 +186,9 @@ impl Keyring {
                             app: batch.app,
                             bcrypt: new.bcrypt,
                         },
+                        // Haplo has no policies; an operator may add them
+                        // here, and a later sync keeps them (`..old` below).
+                        policy: Policy::default(),
                     };
                     (Action::KeyImported, record)
                 }

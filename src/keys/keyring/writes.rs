@@ -29,7 +29,7 @@ pub struct Planned<T> {
 }
 
 impl<T> Planned<T> {
-    fn nothing(outcome: T) -> Self {
+    pub(super) fn nothing(outcome: T) -> Self {
         Planned {
             changes: Vec::new(),
             events: Vec::new(),
@@ -133,14 +133,14 @@ impl Keyring {
             expires_at: new.expires_at,
             last_used_at: None,
             origin: Origin::Keygate,
+            policy: new.policy,
         };
+        let mut event = AuditEvent::for_key(Action::KeyCreated, &record, now, client);
+        if !record.policy.is_empty() {
+            event.after = serde_json::to_value(record.policy.view()).ok();
+        }
         Ok(Planned {
-            events: vec![AuditEvent::for_key(
-                Action::KeyCreated,
-                &record,
-                now,
-                client,
-            )],
+            events: vec![event],
             changes: vec![Change::Upsert(record.clone())],
             outcome: (key, record),
         })
@@ -191,6 +191,8 @@ impl Keyring {
             expires_at: old.expires_at,
             last_used_at: None,
             origin: Origin::Keygate,
+            // Rotation replaces the secret, nothing else.
+            policy: old.policy.clone(),
         };
         let kept = (grace_secs > 0).then(|| {
             let until = now.plus_secs(grace_secs);

@@ -69,6 +69,7 @@ impl Store {
                 scope: stored.scope,
                 expires_at: stored.expires_at,
                 last_used_at: used.or(stored.last_used_at),
+                policy: &stored.policy,
             })
         })
     }
