@@ -50,9 +50,17 @@ pub struct TestProxyBuilder {
     tls: Option<(PathBuf, PathBuf)>,
     clock: Option<keygate::timestamp::Clock>,
     store_database: Option<String>,
+    listen: Option<String>,
 }
 
 impl TestProxyBuilder {
+    /// Listen for clients on this address (default `127.0.0.1:0`), e.g.
+    /// `[::1]:0` for an IPv6 peer.
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.listen = Some(addr.to_owned());
+        self
+    }
+
     /// Forward to this upstream (default: a port nothing listens on).
     pub fn upstream(mut self, addr: SocketAddr) -> Self {
         self.upstream = Some(format!("http://{addr}"));
@@ -123,9 +131,10 @@ impl TestProxyBuilder {
             .clone()
             .unwrap_or_else(|| "http://127.0.0.1:9".to_owned());
         let mut text = String::new();
+        let listen = self.listen.as_deref().unwrap_or("127.0.0.1:0");
         writeln!(
             text,
-            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"{upstream}\""
+            "[proxy]\nlisten = \"{listen}\"\nupstream = \"{upstream}\""
         )
         .unwrap();
         // Test defaults, unless the test sets them itself.
