@@ -361,3 +361,78 @@ async fn keys_list_and_show_escape_control_and_bidi_characters_in_stored_names()
     assert!(!out.ok().contains(DECEPTIVE), "{:?}", out.stdout);
     assert_eq!(out.json()["keys"][0]["name"], name);
 }
+
+#[tokio::test]
+async fn keys_create_and_update_set_and_remove_policies() {
+    let (_upstream, proxy) = setup().await;
+    let out = keygate(
+        &proxy,
+        &[
+            "keys",
+            "create",
+            "--user",
+            "alice",
+            "--name",
+            "reader",
+            "--rate",
+            "600/m",
+            "--burst",
+            "20",
+            "--allow-from",
+            "10.0.0.0/8,127.0.0.1",
+            "--methods",
+            "GET,HEAD",
+        ],
+    )
+    .await;
+    let key = out.ok().trim_end().to_owned();
+    let id = &key[..16];
+    let shown: Value =
+        serde_json::from_str(keygate(&proxy, &["keys", "show", id, "--json"]).await.ok()).unwrap();
+    assert_eq!(
+        shown["rate"],
+        serde_json::json!({"per_second": 10, "burst": 20})
+    );
+    assert_eq!(
+        shown["allow_from"],
+        serde_json::json!(["10.0.0.0/8", "127.0.0.1"])
+    );
+    assert_eq!(shown["methods"], serde_json::json!(["GET", "HEAD"]));
+    let text = keygate(&proxy, &["keys", "show", id]).await;
+    assert!(text.ok().contains("10/s, burst 20"), "{}", text.stdout);
+    assert_eq!(status_with(&proxy, &key).await, 200);
+    let post = || Req::post("/api/x", b"{}").basic(&key);
+    assert_eq!(proxy.send(post()).await.status, 403);
+
+    let out = keygate(
+        &proxy,
+        &[
+            "keys",
+            "update",
+            id,
+            "--no-methods",
+            "--rate",
+            "100/s",
+            "--burst",
+            "50",
+        ],
+    )
+    .await;
+    assert!(out.ok().contains("rate"), "{}", out.stdout);
+    assert_eq!(proxy.send(post()).await.status, 200);
+    let shown: Value =
+        serde_json::from_str(keygate(&proxy, &["keys", "show", id, "--json"]).await.ok()).unwrap();
+    assert_eq!(
+        shown["rate"],
+        serde_json::json!({"per_second": 100, "burst": 50})
+    );
+    assert!(shown.get("methods").is_none());
+
+    // Nothing to change, or a change the server refuses: non-zero, said why.
+    let out = keygate(&proxy, &["keys", "update", id]).await;
+    assert!(out.failed().contains("nothing to change"), "{}", out.stderr);
+    let out = keygate(&proxy, &["keys", "update", id, "--methods", "FETCH"]).await;
+    assert!(out.failed().contains("methods[0]"), "{}", out.stderr);
+    let out = keygate(&proxy, &["keys", "update", id, "--rate", "0/s"]).await;
+    assert!(out.failed().contains("above 0"), "{}", out.stderr);
+}

@@ -316,3 +316,44 @@ async fn every_replica_lists_the_fleets_whole_audit_trail_numbered_alike() {
         .collect();
     assert_eq!(actions, ["key_created", "key_revoked"]);
 }
+
+#[tokio::test]
+async fn policies_replicate_like_every_write_and_rate_limits_count_per_replica() {
+    let pg = TestPostgres::shared();
+    let url = pg.fresh_database();
+    let upstream = support::RecordingUpstream::start().await;
+    let a = replica(upstream.addr, &url, None).await;
+    let b = replica(upstream.addr, &url, None).await;
+    let key = a.create_key("alice", "/api/").await;
+    eventually("the key reaching B", || async {
+        status(&b, &key.key).await == 200
+    })
+    .await;
+
+    // A PATCH on A: in effect on A when it answers, then on B.
+    let resp = a
+        .admin_send(
+            a.admin("PATCH", &format!("/v1/keys/{}", key.id))
+                .json(&json!({"methods": ["GET"], "rate": {"per_second": 0.001, "burst": 2}})),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let post = || Req::post("/api/x", b"{}").basic(&key.key);
+    assert_eq!(a.send(post()).await.status, 403);
+    eventually("the policy reaching B", || async {
+        b.send(post()).await.status == 403
+    })
+    .await;
+    let shown = b
+        .admin_send(b.admin("GET", &format!("/v1/keys/{}", key.id)))
+        .await
+        .json();
+    assert_eq!(shown["rate"], json!({"per_second": 0.001, "burst": 2}));
+
+    // Each replica has its own bucket of two (SPEC 10: per replica).
+    for replica in [&a, &b] {
+        assert_eq!(status(replica, &key.key).await, 200);
+        assert_eq!(status(replica, &key.key).await, 200);
+        assert_eq!(status(replica, &key.key).await, 429);
+    }
+}
