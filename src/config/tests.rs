@@ -52,6 +52,11 @@ fn errors_name_the_key_and_reason() {
     assert!(e.contains("proxy.header_timeout_secs"), "{e}");
     let e = err("[proxy]\nanonymous = \"allow\"\n");
     assert!(e.contains("proxy.anonymous") && e.contains("reject"), "{e}");
+    let e = err("[proxy]\nrate_limit_headers = \"sometimes\"\n");
+    assert!(
+        e.contains("proxy.rate_limit_headers") && e.contains("always"),
+        "{e}"
+    );
     let e = err("[admin]\nlisten = \"0.0.0.0:8081\"\n");
     assert!(
         e.contains("admin.listen") && e.contains("admin.token"),
