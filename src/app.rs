@@ -10,9 +10,9 @@
 //! [`Reloader`] applies a new config file to a running keygate (SIGHUP):
 //! the new file is loaded and validated completely, then the proxy
 //! settings and the certificate are swapped in. A file that fails any step
-//! changes nothing. Settings that a running process cannot change (listen
-//! addresses, the store, the admin token, the connection cap, TLS on or
-//! off) are reported as needing a restart and keep their old values.
+//! changes nothing. Settings that a running process cannot change (one
+//! table, `RESTART_ONLY`, plus TLS on or off) are reported as needing a
+//! restart and keep their old values.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -379,6 +379,45 @@ pub struct Reloader {
     tls: Option<Arc<Tls>>,
 }
 
+/// A setting read once at start-up: a reload that changes it reports it
+/// as needing a restart and keeps the running value.
+struct RestartOnly {
+    /// The config key, as the report names it.
+    key: &'static str,
+    /// Whether the new config's value differs from the running one.
+    differs: fn(&Config, &Config) -> bool,
+    /// Puts the running value back into the new config.
+    keep: fn(&mut Config, &Config),
+}
+
+/// One entry per restart-only setting, so that what is reported and what
+/// is kept cannot drift apart (they did: `store.last_used_flush_secs` was
+/// kept but never reported). `proxy.tls` is apart: turning TLS on or off
+/// needs a restart, while new files under it are reloaded.
+macro_rules! restart_only {
+    ($($key:literal => $($field:ident).+;)*) => {
+        &[$(RestartOnly {
+            key: $key,
+            differs: |new, running| new.$($field).+ != running.$($field).+,
+            keep: |new, running| new.$($field).+ = running.$($field).+.clone(),
+        }),*]
+    };
+}
+
+const RESTART_ONLY: &[RestartOnly] = restart_only! {
+    "proxy.listen" => proxy_listen;
+    "admin.listen" => admin_listen;
+    "admin.token" => admin_token;
+    "store.path" => store_path;
+    "store.database" => store_database;
+    "store.last_used_flush_secs" => last_used_flush;
+    "proxy.max_connections" => max_connections;
+    "proxy.worker_threads" => worker_threads;
+    "proxy.shutdown_grace_secs" => shutdown_grace;
+    "log.access" => proxy.access_log;
+    "haplo" => haplo;
+};
+
 impl Reloader {
     /// Re-reads the file and applies what can change while running.
     /// Everything is validated before anything is swapped, so an error
@@ -393,36 +432,14 @@ impl Reloader {
         let new = Config::load(Some(&self.source))?;
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let mut report = ReloadReport::default();
-        let mut restart = |changed: bool, key: &'static str| {
-            if changed {
-                report.needs_restart.push(key);
+        for setting in RESTART_ONLY {
+            if (setting.differs)(&new, &running) {
+                report.needs_restart.push(setting.key);
             }
-        };
-        restart(new.proxy_listen != running.proxy_listen, "proxy.listen");
-        restart(new.admin_listen != running.admin_listen, "admin.listen");
-        restart(new.store_path != running.store_path, "store.path");
-        restart(
-            new.admin_token.as_ref().map(|t| t.expose().to_owned())
-                != running.admin_token.as_ref().map(|t| t.expose().to_owned()),
-            "admin.token",
-        );
-        restart(
-            new.max_connections != running.max_connections,
-            "proxy.max_connections",
-        );
-        restart(
-            new.worker_threads != running.worker_threads,
-            "proxy.worker_threads",
-        );
-        restart(
-            new.shutdown_grace != running.shutdown_grace,
-            "proxy.shutdown_grace_secs",
-        );
-        restart(
-            new.proxy.access_log != running.proxy.access_log,
-            "log.access",
-        );
-        restart(new.tls.is_some() != self.tls.is_some(), "proxy.tls");
+        }
+        if new.tls.is_some() != self.tls.is_some() {
+            report.needs_restart.push("proxy.tls");
+        }
 
         // Validate everything that touches files before swapping anything.
         let server_tls = match (&self.tls, &new.tls) {
@@ -443,15 +460,9 @@ impl Reloader {
         // Remember what now runs; restart-only keys keep their old values
         // so that a later reload reports them again until restarted.
         let mut applied = new;
-        applied.proxy_listen = running.proxy_listen;
-        applied.admin_listen = running.admin_listen;
-        applied.store_path = running.store_path.clone();
-        applied.admin_token = running.admin_token.clone();
-        applied.max_connections = running.max_connections;
-        applied.worker_threads = running.worker_threads;
-        applied.shutdown_grace = running.shutdown_grace;
-        applied.proxy.access_log = running.proxy.access_log;
-        applied.last_used_flush = running.last_used_flush;
+        for setting in RESTART_ONLY {
+            (setting.keep)(&mut applied, &running);
+        }
         if self.tls.is_none() {
             applied.tls = None;
         }

@@ -153,6 +153,14 @@ impl AdminToken {
     }
 }
 
+/// Whether a reload changed the token, in constant time like every other
+/// comparison of it.
+impl PartialEq for AdminToken {
+    fn eq(&self, other: &Self) -> bool {
+        self.verify(other.0.as_bytes())
+    }
+}
+
 impl fmt::Debug for AdminToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("AdminToken(<redacted>)")

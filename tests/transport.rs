@@ -331,6 +331,33 @@ async fn a_reload_that_changes_listen_addresses_says_they_need_a_restart() {
 }
 
 #[tokio::test]
+async fn every_restart_only_setting_is_reported_until_a_restart() {
+    let upstream = RecordingUpstream::start().await;
+    let proxy = TestProxy::builder().upstream(upstream.addr).start().await;
+    let text = proxy
+        .config_text()
+        .replace("[store]\n", "[store]\nlast_used_flush_secs = 7\n")
+        + "[log]\naccess = false\n";
+    let text = text.replace(
+        "[proxy]\n",
+        "[proxy]\nmax_connections = 77\nworker_threads = 1\n",
+    );
+    for _ in 0..2 {
+        // Kept at their running values, so reported again each time.
+        let report = proxy.reload_with(&text).expect("valid config reloads");
+        assert_eq!(
+            report.needs_restart,
+            [
+                "store.last_used_flush_secs",
+                "proxy.max_connections",
+                "proxy.worker_threads",
+                "log.access"
+            ]
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_connection_cap_holds_new_connections_until_one_closes() {
     let upstream = RecordingUpstream::start().await;
     let proxy = TestProxy::builder()
