@@ -25,6 +25,7 @@ pub use self::validate::alias_form;
 pub(crate) use self::validate::is_tchar;
 use self::validate::{
     parse_addr, parse_injected_header, parse_net, parse_upgrades, parse_upstream, positive_secs,
+    within,
 };
 
 use std::fmt;

@@ -100,24 +100,10 @@ impl Config {
             }
             Some(path) => Some(PathBuf::from(path)),
         };
-        let max_connections = usize::try_from(raw.proxy.max_connections)
-            .ok()
-            .filter(|n| (1..=1_000_000).contains(n))
-            .ok_or_else(|| {
-                invalid(
-                    "proxy.max_connections",
-                    "must be between 1 and 1000000".into(),
-                )
-            })?;
-        let max_header_bytes = usize::try_from(raw.proxy.max_header_bytes)
-            .ok()
-            .filter(|n| (8 * 1024..=1024 * 1024).contains(n))
-            .ok_or_else(|| {
-                invalid(
-                    "proxy.max_header_bytes",
-                    "must be between 8192 and 1048576".into(),
-                )
-            })?;
+        let max_connections = within(raw.proxy.max_connections, 1, 1_000_000)
+            .map_err(|r| invalid("proxy.max_connections", r))?;
+        let max_header_bytes = within(raw.proxy.max_header_bytes, 8 * 1024, 1024 * 1024)
+            .map_err(|r| invalid("proxy.max_header_bytes", r))?;
         let worker_threads = match raw.proxy.worker_threads {
             0 => None,
             n @ 1..=1024 => Some(n as usize),
@@ -128,15 +114,8 @@ impl Config {
                 ))
             }
         };
-        let max_concurrent_streams = u32::try_from(raw.proxy.http2.max_concurrent_streams)
-            .ok()
-            .filter(|n| (1..=10_000).contains(n))
-            .ok_or_else(|| {
-                invalid(
-                    "proxy.http2.max_concurrent_streams",
-                    "must be between 1 and 10000".into(),
-                )
-            })?;
+        let max_concurrent_streams = within(raw.proxy.http2.max_concurrent_streams, 1, 10_000)
+            .map_err(|r| invalid("proxy.http2.max_concurrent_streams", r))?;
         let keep_alive = positive_secs(raw.proxy.http2.keep_alive_secs)
             .map_err(|r| invalid("proxy.http2.keep_alive_secs", r))?;
         let upgrades =
@@ -169,26 +148,12 @@ impl Config {
         let last_used_flush = positive_secs(raw.store.last_used_flush_secs)
             .map_err(|r| invalid("store.last_used_flush_secs", r))?;
 
-        let max_failures = u32::try_from(raw.throttle.max_failures)
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| {
-                invalid(
-                    "throttle.max_failures",
-                    "must be between 1 and 4294967295".into(),
-                )
-            })?;
+        let max_failures = within(raw.throttle.max_failures, 1, u64::from(u32::MAX))
+            .map_err(|r| invalid("throttle.max_failures", r))?;
         let window = positive_secs(raw.throttle.window_secs)
             .map_err(|r| invalid("throttle.window_secs", r))?;
-        let max_tracked = usize::try_from(raw.throttle.max_tracked_addresses)
-            .ok()
-            .filter(|n| (16..=100_000_000).contains(n))
-            .ok_or_else(|| {
-                invalid(
-                    "throttle.max_tracked_addresses",
-                    "must be between 16 and 100000000".into(),
-                )
-            })?;
+        let max_tracked = within(raw.throttle.max_tracked_addresses, 16, 100_000_000)
+            .map_err(|r| invalid("throttle.max_tracked_addresses", r))?;
 
         let haplo = haplo::parse(&raw.haplo, std::env::var(HAPLO_DATABASE_ENV).ok())
             .map_err(|(key, reason)| invalid(key, reason))?;

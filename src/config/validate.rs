@@ -142,6 +142,16 @@ pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// A whole number within `low..=high`, as the type the setting is used
+/// as (the bounds fit it, so the conversion cannot fail in practice).
+pub(super) fn within<T: TryFrom<u64>>(value: u64, low: u64, high: u64) -> Result<T, String> {
+    let error = || format!("must be between {low} and {high}");
+    if !(low..=high).contains(&value) {
+        return Err(error());
+    }
+    T::try_from(value).map_err(|_| error())
+}
+
 pub(super) fn positive_secs(secs: u64) -> Result<Duration, String> {
     if secs == 0 || secs > 86_400 {
         Err("must be between 1 and 86400 seconds".into())
