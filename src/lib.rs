@@ -12,21 +12,32 @@
 //!
 //! - [`config`]: the TOML file, parsed into raw serde structs and then
 //!   validated into [`config::Config`]. Errors name the key at fault.
-//! - [`keys`]: the key format ([`keys::ApiKey`]), the stored record, the redb
-//!   [`keys::Store`], the immutable [`keys::Snapshot`] the request path reads
-//!   and the [`keys::Keyring`] that commits a change and then swaps the
-//!   snapshot.
+//! - [`keys`]: the key format ([`keys::ApiKey`]), the stored record and its
+//!   optional policies ([`keys::policy`]), the redb [`keys::Store`], the
+//!   immutable [`keys::Snapshot`] the request path reads, and the
+//!   [`keys::Keyring`] that commits each list of [`keys::Change`]s and then
+//!   swaps the snapshot.
 //! - [`target`] and [`scope`]: request-target validation (what could be read
 //!   two ways is refused) and Haplo's prefix / `=exact` scope rule.
 //! - [`auth`]: reading credentials from the request, the per-address failure
-//!   [`auth::Throttle`], and the decision table of SPEC 5.
+//!   [`auth::Throttle`], and the decision table of SPEC 5 (with SPEC 11's
+//!   policies).
 //! - [`proxy`]: the public listener: the per-request service, header hygiene,
 //!   the single-origin upstream pool, refusals and their JSON bodies.
+//! - `server`: the accept loop and the HTTP/1.1 and HTTP/2 connections
+//!   both listeners serve; `stall`: the request-head and body deadlines.
 //! - [`admin`]: the loopback JSON API over the keyring.
-//! - [`access_log`]: one JSON line per proxied request, off the hot path.
+//! - [`writes`]: where an admin write goes: this node's keyring, or a
+//!   fleet's shared table first ([`fleet`]).
+//! - [`fleet`]: replicas sharing one key table through PostgreSQL (SPEC 10).
+//! - [`haplo`]: reading a Haplo application's keys and users, for import
+//!   and for following them (SPEC 9).
+//! - [`access_log`] and [`metrics`]: one JSON line per proxied request, off
+//!   the hot path; Prometheus counters with fixed label sets.
 //! - [`shutdown`]: the signal future that every server takes.
 //! - [`tls`]: rustls configuration for the listener (reloadable) and for an
 //!   `https://` upstream.
+//! - [`timestamp`]: wall-clock seconds and the clock tests move by hand.
 //! - [`app`]: binds listeners and runs both servers from a validated config;
 //!   `main.rs` only parses arguments and calls into it.
 //! - [`worker`]: the proxy's worker threads, one single-threaded runtime
