@@ -9,7 +9,9 @@
 //! default), so that a stuck server makes `keygate health` in a container
 //! health check fail rather than hang.
 
+pub mod check;
 mod client;
+pub mod generate;
 mod import;
 mod output;
 mod policy;
@@ -27,9 +29,18 @@ pub use self::policy::{PolicyArgs, UpdateArgs};
 use crate::admin::text::escape;
 use crate::config::Config;
 
+/// The version `--version` prints: the crate's, and the commit it was built
+/// from (`build.rs`; `unknown` when neither git nor `KEYGATE_COMMIT` said).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("KEYGATE_BUILD_COMMIT"),
+    ")"
+);
+
 /// keygate: an authenticating reverse proxy for Haplo API keys.
 #[derive(Debug, Parser)]
-#[command(name = "keygate", version, about, long_about = None)]
+#[command(name = "keygate", version = VERSION, about, long_about = None)]
 pub struct Cli {
     /// Options shared by every command.
     #[command(flatten)]
@@ -83,6 +94,12 @@ pub enum Command {
     /// Import keys issued elsewhere (a Haplo application's) into keygate.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Check a config as serve would (binds no port, leaves the store
+    /// alone); exit 0, or non-zero naming every problem.
+    Check,
+    /// Write the man pages and shell completions (for packaging).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 /// `keygate keys ...`.
@@ -169,7 +186,7 @@ pub async fn run(global: &Global, command: Command) -> ExitCode {
 async fn execute(global: &Global, command: Command) -> Result<(), ClientError> {
     let client = client_for(global)?;
     match command {
-        Command::Serve => Ok(()),
+        Command::Serve | Command::Check | Command::Generate(_) => Ok(()),
         Command::Import(command) => import::run(global, client, command).await,
         Command::Keys(KeysCommand::Create {
             user,

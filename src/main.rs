@@ -14,6 +14,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve => serve(&cli.global),
+        Command::Check => keygate::cli::check::run(&cli.global),
+        Command::Generate(args) => keygate::cli::generate::run(&args),
         command => match runtime() {
             Ok(runtime) => runtime.block_on(keygate::cli::run(&cli.global, command)),
             Err(code) => code,
