@@ -10,6 +10,7 @@
 //! only what the request path needs, not names or creation times) and show
 //! each key's live last-use time from the snapshot.
 
+mod rotate;
 mod update;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 
+pub(crate) use self::rotate::rotate;
 pub(crate) use self::update::update;
 use super::body;
 use super::policy::{self, PolicyInput, RateInput};
@@ -35,8 +37,6 @@ use crate::writes::Writes;
 const MAX_NAME: usize = 200;
 /// Default scope (Haplo's default for new keys).
 const DEFAULT_SCOPE: &str = "/api/";
-/// Longest rotation grace period: a year.
-const MAX_GRACE_SECS: u64 = 366 * 86_400;
 
 /// A key as the admin API shows it: everything but the secret.
 #[derive(Debug, Serialize)]
@@ -340,84 +340,6 @@ pub(crate) async fn revoke(writes: &Writes, id: &str, client: String) -> Reply {
         Ok(Some(record)) => {
             tracing::info!(key_id = %record.id, user = %record.user, "key revoked");
             Reply::no_content()
-        }
-        Ok(None) => Reply::error(404, "no key with that id"),
-        Err(reply) => reply,
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Rotate {
-    grace_secs: Option<u64>,
-}
-
-/// `POST /v1/keys/{id}/rotate`: body optional, `{"grace_secs": N}`.
-pub(crate) async fn rotate(
-    writes: &Writes,
-    id: &str,
-    request: Request<Incoming>,
-    client: String,
-) -> Reply {
-    let id = match parse_id(id) {
-        Ok(id) => id,
-        Err(reply) => return reply,
-    };
-    let bytes = match body::read(request).await {
-        Ok(bytes) => bytes,
-        Err(reply) => return reply,
-    };
-    let input: Rotate = if bytes.iter().all(u8::is_ascii_whitespace) {
-        Rotate::default()
-    } else {
-        match body::parse_json(&bytes) {
-            Ok(input) => input,
-            Err(reply) => return reply,
-        }
-    };
-    let grace = input.grace_secs.unwrap_or(0);
-    if grace > MAX_GRACE_SECS {
-        return Reply::error(
-            400,
-            format!("grace_secs must be at most {MAX_GRACE_SECS} (a year)"),
-        );
-    }
-    match writes::run(writes, move |keyring| {
-        keyring.plan_rotate(id, grace, Some(&client))
-    })
-    .await
-    {
-        Ok(Some(rotated)) => {
-            tracing::info!(old_key_id = %id, key_id = %rotated.record.id, grace_secs = grace, "key rotated");
-            #[derive(Serialize)]
-            struct Old {
-                id: String,
-                expires_at: Option<String>,
-                revoked: bool,
-            }
-            #[derive(Serialize)]
-            struct RotatedView<'a> {
-                #[serde(flatten)]
-                created: Created<'a>,
-                old: Old,
-            }
-            let view = RotatedView {
-                created: Created {
-                    view: KeyView::of(&rotated.record),
-                    key: rotated.key.expose(),
-                    warnings: Vec::new(),
-                },
-                old: Old {
-                    id: id.to_string(),
-                    expires_at: rotated
-                        .old
-                        .as_ref()
-                        .and_then(|o| o.expires_at)
-                        .map(|t| t.to_string()),
-                    revoked: rotated.old.is_none(),
-                },
-            };
-            Reply::json(201, &view).with_location(format!("/v1/keys/{}", rotated.record.id))
         }
         Ok(None) => Reply::error(404, "no key with that id"),
         Err(reply) => reply,
