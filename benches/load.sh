@@ -35,8 +35,9 @@
 #   (control) and with 50 key writes/s (create, revoke, alternately) from a
 #   keep-alive client, interleaved. `benches/load.sh all` runs both.
 #   `AB_BINS="OLD NEW" benches/load.sh ab` compares two keygate binaries
-#   (1 worker, 1 key each) side by side with HAProxy as the reference:
-#   interleaved loaded and wrong-key rounds, then NEW/OLD ratios. This is
+#   (1 worker, 1 key each) side by side with HAProxy and nginx as the
+#   references: interleaved loaded and wrong-key rounds, then NEW/OLD
+#   ratios and each build's CPU per request against HAProxy's. This is
 #   how a change is measured before it is committed: build the old and the
 #   new binary, copy them aside, and run this.
 #   `benches/load.sh profile` runs one loaded run against keygate (1 worker,
@@ -619,7 +620,7 @@ setup_ab() {
 }
 
 ab() {
-    local names=(haproxy ab-old ab-new)
+    local names=(haproxy nginx ab-old ab-new)
     rounds loaded "$CONNS" "$DURATION" right "${names[@]}"
     rounds wrong "$CONNS" "$DURATION" wrong "${names[@]}"
     echo
@@ -636,6 +637,10 @@ ab() {
     echo "new / old (medians): throughput $(ratio "$(median loaded ab-new 3)" "$(median loaded ab-old 3)") ×," \
         "CPU/request $(ratio "$(median loaded ab-new 7)" "$(median loaded ab-old 7)") ×," \
         "refusal CPU/request $(ratio "$(median wrong ab-new 7)" "$(median wrong ab-old 7)") ×."
+    echo "CPU/request against HAProxy's (medians): old $(ratio "$(median loaded ab-old 7)" "$(median loaded haproxy 7)") ×," \
+        "new $(ratio "$(median loaded ab-new 7)" "$(median loaded haproxy 7)") ×;" \
+        "refusals: old $(ratio "$(median wrong ab-old 7)" "$(median wrong haproxy 7)") ×," \
+        "new $(ratio "$(median wrong ab-new 7)" "$(median wrong haproxy 7)") ×."
 }
 
 # ------------------------------------------------------------- churn mode
