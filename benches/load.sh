@@ -47,7 +47,8 @@
 #   -c$CLOSE_CONNS` with `Connection: close`; wrk never resumes a TLS
 #   session) and HTTP/2 over ALPN (`h2load -c$H2_CONNS -m$H2_STREAMS`),
 #   with each server's CPU per request and keygate's ratio to HAProxy's.
-#   The upstream leg stays plain HTTP/1.1 for all three.
+#   The upstream leg stays plain HTTP/1.1 for all three. With
+#   `AB_BINS="OLD NEW"`, two keygate builds take keygate's place.
 #   `benches/load.sh profile` runs one loaded run against keygate (1 worker,
 #   1 key) under `perf record` and prints where its CPU goes (by area and
 #   by symbol), then syscalls and context switches per request for
@@ -66,7 +67,7 @@
 #                          to a file, HAProxy to stdout, keygate's JSON log)
 #   HYGIENE=0              1: nginx and HAProxy also drop Authorization and
 #                          set X-Forwarded-For, as keygate always does
-#   BASE_PORT=18400        first of 15 consecutive loopback ports used
+#   BASE_PORT=18400        first of 17 consecutive loopback ports used
 #   CLOSE_CONNS=32         wrk connections for the handshake-per-request run
 #   H2_CONNS=16 H2_STREAMS=8   h2load connections and streams per connection
 #   KEEP=0                 1: keep the temp dir (configs, logs, raw results)
@@ -122,7 +123,8 @@ fi
 
 # ------------------------------------------------------------------ build
 cd "$REPO"
-if [[ $MODE == ab ]]; then
+AB=()
+if [[ $MODE == ab || ($MODE == tls && -n ${AB_BINS:-}) ]]; then
     read -r -a AB <<<"${AB_BINS:-}"
     ((${#AB[@]} == 2)) || die "ab mode: set AB_BINS to two keygate binaries, old then new"
     for bin in "${AB[@]}"; do [[ -x $bin ]] || die "ab mode: no keygate binary at $bin"; done
@@ -178,7 +180,9 @@ P_KGT=$((BASE_PORT + 11))
 P_KGT_ADMIN=$((BASE_PORT + 12))
 P_NGINX_TLS=$((BASE_PORT + 13))
 P_HAPROXY_TLS=$((BASE_PORT + 14))
-for port in $(seq "$BASE_PORT" $((BASE_PORT + 14))); do
+P_KGT2=$((BASE_PORT + 15))
+P_KGT2_ADMIN=$((BASE_PORT + 16))
+for port in $(seq "$BASE_PORT" $((BASE_PORT + 16))); do
     if ss -Hltn "sport = :$port" | grep -q .; then
         die "port $port is in use; set BASE_PORT to a free range"
     fi
@@ -736,19 +740,31 @@ EOF
 }
 
 declare -A TPORT TPID
+TLS_NAMES=(haproxy nginx)
 setup_tls() {
     TPORT[haproxy]=$P_HAPROXY_TLS
     TPID[haproxy]=${PID[haproxy]}
     TPORT[nginx]=$P_NGINX_TLS
     TPID[nginx]=${PID[nginx]}
+    local names=(keygate) bins=("$KG") ports=("$P_KGT") admins=("$P_KGT_ADMIN") i name
+    if ((${#AB[@]} == 2)); then
+        names=(ab-old ab-new)
+        bins=("${AB[@]}")
+        ports=("$P_KGT" "$P_KGT2")
+        admins=("$P_KGT_ADMIN" "$P_KGT2_ADMIN")
+    fi
     KG_EXTRA=$'[proxy.tls]\n'"cert = \"$WORK/tls/cert.pem\""$'\n'"key = \"$WORK/tls/key.pem\""
-    start_keygate kgtls 1 "$P_KGT" "$P_KGT_ADMIN"
+    for i in "${!names[@]}"; do
+        name=${names[$i]}
+        KG=${bins[$i]} start_keygate "$name-tls" 1 "${ports[$i]}" "${admins[$i]}"
+        TPORT[$name]=${ports[$i]}
+        TPID[$name]=$STARTED_PID
+        KEYOF[$name-tls]=$("${bins[$i]}" keys create --admin "http://$HOST:${admins[$i]}" --user bench --name load-bench --path /api/)
+        TLS_NAMES+=("$name")
+    done
     KG_EXTRA=
-    TPORT[keygate]=$P_KGT
-    TPID[keygate]=$STARTED_PID
-    KEYOF[keygate-tls]=$("$KG" keys create --admin "http://$HOST:$P_KGT_ADMIN" --user bench --name load-bench --path /api/)
-    local name url body proto
-    for name in haproxy nginx keygate; do
+    local url body proto
+    for name in "${TLS_NAMES[@]}"; do
         url="https://$HOST:${TPORT[$name]}$PATH_Q"
         body=$(curl -sk --max-time 5 -H "Authorization: $(basic "$(tls_key "$name")")" "$url")
         [[ $body == ok ]] || die "$name over TLS: the right key did not get \"ok\" (got: ${body:0:200})"
@@ -759,7 +775,7 @@ setup_tls() {
     done
 }
 
-tls_key() { [[ $1 == keygate ]] && echo "${KEYOF[keygate-tls]}" || echo "$KEY"; }
+tls_key() { echo "${KEYOF[$1-tls]:-$KEY}"; }
 
 # run_tls KIND NAME SECONDS: one run of KIND (ka, close or h2) against the
 # TLS listener of NAME.
@@ -785,7 +801,7 @@ run_tls() {
 }
 
 tls_mode() {
-    local names=(haproxy nginx keygate) kind r i n=3
+    local names=("${TLS_NAMES[@]}") kind r i n=${#TLS_NAMES[@]} kg
     for kind in tls-ka tls-close h2; do
         for ((r = 0; r < ROUNDS; r++)); do
             say "$kind round $((r + 1))/$ROUNDS"
@@ -811,8 +827,14 @@ tls_mode() {
         echo
         table_loaded "$kind" "${names[@]}"
         echo
-        echo "keygate CPU/request against HAProxy's: $(ratio "$(median "$kind" keygate 7)" "$(median "$kind" haproxy 7)") ×; against nginx's: $(ratio "$(median "$kind" keygate 7)" "$(median "$kind" nginx 7)") ×."
-        echo
+        for kg in "${names[@]:2}"; do
+            echo "$(label "$kg") CPU/request against HAProxy's: $(ratio "$(median "$kind" "$kg" 7)" "$(median "$kind" haproxy 7)") ×; against nginx's: $(ratio "$(median "$kind" "$kg" 7)" "$(median "$kind" nginx 7)") ×."
+            echo
+        done
+        if [[ -n ${TPORT[ab-new]:-} ]]; then
+            echo "new / old: throughput $(ratio "$(median "$kind" ab-new 3)" "$(median "$kind" ab-old 3)") ×, CPU/request $(ratio "$(median "$kind" ab-new 7)" "$(median "$kind" ab-old 7)") ×."
+            echo
+        fi
     done
 }
 
