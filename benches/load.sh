@@ -45,7 +45,8 @@
 #   openssl), TLS 1.2 and 1.3, ALPN h2 and http/1.1, interleaved: HTTPS
 #   keep-alive (`wrk -c$CONNS`), a full handshake per request (`wrk
 #   -c$CLOSE_CONNS` with `Connection: close`; wrk never resumes a TLS
-#   session) and HTTP/2 over ALPN (`h2load -c$H2_CONNS -m$H2_STREAMS`),
+#   session), HTTP/2 over ALPN (`h2load -c$H2_CONNS -m$H2_STREAMS`) and
+#   resumed sessions (`openssl s_time -reuse`, one client, unkeyed),
 #   with each server's CPU per request and keygate's ratio to HAProxy's.
 #   The upstream leg stays plain HTTP/1.1 for all three. With
 #   `AB_BINS="OLD NEW"`, two keygate builds take keygate's place.
@@ -70,6 +71,7 @@
 #   BASE_PORT=18400        first of 17 consecutive loopback ports used
 #   CLOSE_CONNS=32         wrk connections for the handshake-per-request run
 #   H2_CONNS=16 H2_STREAMS=8   h2load connections and streams per connection
+#   TLS_KINDS="tls-ka tls-close h2 tls-resume"   the tls mode's runs
 #   KEEP=0                 1: keep the temp dir (configs, logs, raw results)
 #   KG_BIN=                a keygate binary to use instead of building one
 # Default total runtime: about 7 minutes after the build (compare), about
@@ -95,6 +97,7 @@ KEEP=${KEEP:-0}
 CLOSE_CONNS=${CLOSE_CONNS:-32}
 H2_CONNS=${H2_CONNS:-16}
 H2_STREAMS=${H2_STREAMS:-8}
+TLS_KINDS=${TLS_KINDS:-tls-ka tls-close h2 tls-resume}
 HOST=127.0.0.1 # the only address anything here listens on or sends to
 PATH_Q="/api/bench/items?page=2"
 
@@ -451,6 +454,19 @@ run() {
 # report and the server's CPU ticks over the run.
 record() {
     local tool=$1 kind=$2 name=$3 ticks=$4 out=$5
+    if [[ $tool == s_time ]]; then
+        # openssl s_time: connections over wall-clock seconds; no latency
+        # figures, and its requests carry no key (every server refuses
+        # them: the run measures TLS, not forwarding).
+        printf '%s\n' "$out" | awk -v kind="$kind" -v name="$name" -v ticks="$ticks" -v hz="$CLK_TCK" '
+            /connections in .* real seconds/ { reqs = $1; secs = $4 }
+            END {
+                cpu = (reqs == 0) ? -1 : ticks / hz * 1e6 / reqs
+                printf "%s\t%s\t%.0f\t%d\t0\t0\t%.2f\t0\t0\n",
+                    kind, name, (secs > 0 ? reqs / secs : 0), reqs, cpu
+            }' >>"$RESULTS"
+        return
+    fi
     if [[ $tool == h2load ]]; then
         # h2load reports no percentiles: p50 is its mean request time and
         # p99 its maximum.
@@ -787,6 +803,10 @@ run_tls() {
     case $kind in
     tls-ka) out=$(wrk -t1 -c"$CONNS" -d"${secs}s" --latency -H "$auth" "$url") ;;
     tls-close) out=$(wrk -t1 -c"$CLOSE_CONNS" -d"${secs}s" --latency -H "$auth" -H "Connection: close" "$url") ;;
+    tls-resume)
+        tool=s_time
+        out=$(openssl s_time -connect "$HOST:$port" -www "$PATH_Q" -reuse -time "$secs" 2>&1)
+        ;;
     h2)
         tool=h2load
         out=$(h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D"$secs" -H "authorization: $(basic "$(tls_key "$name")")" "$url" 2>&1)
@@ -802,7 +822,7 @@ run_tls() {
 
 tls_mode() {
     local names=("${TLS_NAMES[@]}") kind r i n=${#TLS_NAMES[@]} kg
-    for kind in tls-ka tls-close h2; do
+    for kind in $TLS_KINDS; do
         for ((r = 0; r < ROUNDS; r++)); do
             say "$kind round $((r + 1))/$ROUNDS"
             for ((i = 0; i < n; i++)); do
@@ -817,11 +837,12 @@ tls_mode() {
     echo "TLS: one ECDSA P-256 certificate for all three; TLS 1.3 negotiated (OpenSSL clients). keygate: rustls (ring); HAProxy and nginx: OpenSSL $(openssl version | cut -d' ' -f2)."
     echo
     local title
-    for kind in tls-ka tls-close h2; do
+    for kind in $TLS_KINDS; do
         case $kind in
         tls-ka) title="HTTPS keep-alive (wrk -t1 -c$CONNS)" ;;
         tls-close) title="A full TLS handshake per request (wrk -t1 -c$CLOSE_CONNS, Connection: close)" ;;
         h2) title="HTTP/2 over ALPN (h2load -t1 -c$H2_CONNS -m$H2_STREAMS; p50 is h2load's mean, p99 its maximum)" ;;
+        tls-resume) title="Resumed TLS sessions, one connection per request (openssl s_time -reuse, no key: refused by all; CPU per connection)" ;;
         esac
         echo "### $title"
         echo
