@@ -35,10 +35,21 @@
 #   (control) and with 50 key writes/s (create, revoke, alternately) from a
 #   keep-alive client, interleaved. `benches/load.sh all` runs both.
 #   `AB_BINS="OLD NEW" benches/load.sh ab` compares two keygate binaries
-#   (1 worker, 1 key each) side by side with HAProxy as the reference:
-#   interleaved loaded and wrong-key rounds, then NEW/OLD ratios. This is
+#   (1 worker, 1 key each) side by side with HAProxy and nginx as the
+#   references: interleaved loaded and wrong-key rounds, then NEW/OLD
+#   ratios and each build's CPU per request against HAProxy's. This is
 #   how a change is measured before it is committed: build the old and the
 #   new binary, copy them aside, and run this.
+#   `benches/load.sh tls` runs HAProxy, nginx and keygate with TLS
+#   termination, all with the same ECDSA P-256 certificate (made here with
+#   openssl), TLS 1.2 and 1.3, ALPN h2 and http/1.1, interleaved: HTTPS
+#   keep-alive (`wrk -c$CONNS`), a full handshake per request (`wrk
+#   -c$CLOSE_CONNS` with `Connection: close`; wrk never resumes a TLS
+#   session), HTTP/2 over ALPN (`h2load -c$H2_CONNS -m$H2_STREAMS`) and
+#   resumed sessions (`openssl s_time -reuse`, one client, unkeyed),
+#   with each server's CPU per request and keygate's ratio to HAProxy's.
+#   The upstream leg stays plain HTTP/1.1 for all three. With
+#   `AB_BINS="OLD NEW"`, two keygate builds take keygate's place.
 #   `benches/load.sh profile` runs one loaded run against keygate (1 worker,
 #   1 key) under `perf record` and prints where its CPU goes (by area and
 #   by symbol), then syscalls and context switches per request for
@@ -57,7 +68,10 @@
 #                          to a file, HAProxy to stdout, keygate's JSON log)
 #   HYGIENE=0              1: nginx and HAProxy also drop Authorization and
 #                          set X-Forwarded-For, as keygate always does
-#   BASE_PORT=18400        first of 11 consecutive loopback ports used
+#   BASE_PORT=18400        first of 17 consecutive loopback ports used
+#   CLOSE_CONNS=32         wrk connections for the handshake-per-request run
+#   H2_CONNS=16 H2_STREAMS=8   h2load connections and streams per connection
+#   TLS_KINDS="tls-ka tls-close h2 tls-resume"   the tls mode's runs
 #   KEEP=0                 1: keep the temp dir (configs, logs, raw results)
 #   KG_BIN=                a keygate binary to use instead of building one
 # Default total runtime: about 7 minutes after the build (compare), about
@@ -65,8 +79,8 @@
 set -euo pipefail
 
 MODE=${1:-compare}
-case "$MODE" in compare | churn | all | profile | ab) ;; *)
-    echo "usage: $0 [compare|churn|all|profile|ab]" >&2
+case "$MODE" in compare | churn | all | profile | ab | tls) ;; *)
+    echo "usage: $0 [compare|churn|all|profile|ab|tls]" >&2
     exit 2
     ;;
 esac
@@ -80,6 +94,10 @@ LOGS=${LOGS:-0}
 HYGIENE=${HYGIENE:-0}
 BASE_PORT=${BASE_PORT:-18400}
 KEEP=${KEEP:-0}
+CLOSE_CONNS=${CLOSE_CONNS:-32}
+H2_CONNS=${H2_CONNS:-16}
+H2_STREAMS=${H2_STREAMS:-8}
+TLS_KINDS=${TLS_KINDS:-tls-ka tls-close h2 tls-resume}
 HOST=127.0.0.1 # the only address anything here listens on or sends to
 PATH_Q="/api/bench/items?page=2"
 
@@ -99,6 +117,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
 command -v python3 >/dev/null || need+=(python3)
 [[ $MODE == profile ]] && ! command -v perf >/dev/null && need+=(linux-perf)
+[[ $MODE == tls ]] && ! command -v h2load >/dev/null && need+=(nghttp2-client)
 if ((${#need[@]})); then
     say "installing ${need[*]} from Debian packages"
     apt-get update -qq
@@ -107,7 +126,8 @@ fi
 
 # ------------------------------------------------------------------ build
 cd "$REPO"
-if [[ $MODE == ab ]]; then
+AB=()
+if [[ $MODE == ab || ($MODE == tls && -n ${AB_BINS:-}) ]]; then
     read -r -a AB <<<"${AB_BINS:-}"
     ((${#AB[@]} == 2)) || die "ab mode: set AB_BINS to two keygate binaries, old then new"
     for bin in "${AB[@]}"; do [[ -x $bin ]] || die "ab mode: no keygate binary at $bin"; done
@@ -159,7 +179,13 @@ P_KGM=$((BASE_PORT + 5))
 P_KGM_ADMIN=$((BASE_PORT + 6))
 P_KG2=$((BASE_PORT + 7))
 P_KG2_ADMIN=$((BASE_PORT + 8))
-for port in $(seq "$BASE_PORT" $((BASE_PORT + 10))); do
+P_KGT=$((BASE_PORT + 11))
+P_KGT_ADMIN=$((BASE_PORT + 12))
+P_NGINX_TLS=$((BASE_PORT + 13))
+P_HAPROXY_TLS=$((BASE_PORT + 14))
+P_KGT2=$((BASE_PORT + 15))
+P_KGT2_ADMIN=$((BASE_PORT + 16))
+for port in $(seq "$BASE_PORT" $((BASE_PORT + 16))); do
     if ss -Hltn "sport = :$port" | grep -q .; then
         die "port $port is in use; set BASE_PORT to a free range"
     fi
@@ -236,6 +262,7 @@ http {
             $hygiene
         }
     }
+$(tls_nginx_server)
 }
 EOF
     nginx -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' &
@@ -267,6 +294,7 @@ frontend fe
     http-request auth realm keygate-bench unless { http_auth(bench) }
 $hygiene
     default_backend app
+$(tls_haproxy_frontend)
 backend app
     http-reuse always
     server up $HOST:$P_UP
@@ -298,6 +326,7 @@ path = "$dir/store.redb"
 max_failures = 4294967295
 [log]
 access = $access
+${KG_EXTRA:-}
 EOF
     local t0 t1 pid
     t0=$(date +%s%N)
@@ -416,7 +445,50 @@ run() {
     c1=$(cpu_ticks "$pid")
     kill -0 "$pid" 2>/dev/null || die "$name (pid $pid) exited during its run; its logs are in $WORK (KEEP=1 keeps them)"
     printf '%s\n' "$out" >>"$WORK/wrk.log"
-    printf '%s\n' "$out" | awk -v kind="$kind" -v name="$name" -v ticks=$((c1 - c0)) \
+    record wrk "$kind" "$name" $((c1 - c0)) "$out"
+    tail -1 "$RESULTS" | awk -F'\t' '{ printf "  %-8s %-12s %8s req/s  p99 %7s us  cpu %6s us/req  non-2xx %s  socket errors %s\n", $1, $2, $3, $6, ($7 < 0 ? "-" : $7), $8, $9 }' >&2
+    sleep 1
+}
+
+# record TOOL KIND NAME TICKS OUTPUT: one TSV line from wrk's or h2load's
+# report and the server's CPU ticks over the run.
+record() {
+    local tool=$1 kind=$2 name=$3 ticks=$4 out=$5
+    if [[ $tool == s_time ]]; then
+        # openssl s_time: connections over wall-clock seconds; no latency
+        # figures, and its requests carry no key (every server refuses
+        # them: the run measures TLS, not forwarding).
+        printf '%s\n' "$out" | awk -v kind="$kind" -v name="$name" -v ticks="$ticks" -v hz="$CLK_TCK" '
+            /connections in .* real seconds/ { reqs = $1; secs = $4 }
+            END {
+                cpu = (reqs == 0) ? -1 : ticks / hz * 1e6 / reqs
+                printf "%s\t%s\t%.0f\t%d\t0\t0\t%.2f\t0\t0\n",
+                    kind, name, (secs > 0 ? reqs / secs : 0), reqs, cpu
+            }' >>"$RESULTS"
+        return
+    fi
+    if [[ $tool == h2load ]]; then
+        # h2load reports no percentiles: p50 is its mean request time and
+        # p99 its maximum.
+        printf '%s\n' "$out" | awk -v kind="$kind" -v name="$name" -v ticks="$ticks" -v hz="$CLK_TCK" '
+            function us(v) {
+                if (v ~ /us$/) return v + 0
+                if (v ~ /ms$/) return (v + 0) * 1000
+                if (v ~ /s$/) return (v + 0) * 1000000
+                return v + 0
+            }
+            /^finished in/ { rps = $4 }
+            /^requests:/ { reqs = $8; errs = $10 + $12 + $14 }
+            /^status codes:/ { non2xx = $5 + $7 + $9 }
+            /^time for request:/ { p50 = us($6); p99 = us($5) }
+            END {
+                cpu = (reqs == 0) ? -1 : ticks / hz * 1e6 / reqs
+                printf "%s\t%s\t%.0f\t%d\t%.0f\t%.0f\t%.2f\t%d\t%d\n",
+                    kind, name, rps, reqs, p50, p99, cpu, non2xx + 0, errs + 0
+            }' >>"$RESULTS"
+        return
+    fi
+    printf '%s\n' "$out" | awk -v kind="$kind" -v name="$name" -v ticks="$ticks" \
         -v hz="$CLK_TCK" -v direct="$([[ $name == direct* ]] && echo 1 || echo 0)" '
         function us(v) {
             if (v ~ /us$/) return v + 0
@@ -435,8 +507,6 @@ run() {
             printf "%s\t%s\t%.0f\t%d\t%.0f\t%.0f\t%.2f\t%d\t%d\n",
                 kind, name, rps, reqs, p50, p99, cpu, non2xx + 0, errs + 0
         }' >>"$RESULTS"
-    tail -1 "$RESULTS" | awk -F'\t' '{ printf "  %-8s %-12s %8s req/s  p99 %7s us  cpu %6s us/req  non-2xx %s  socket errors %s\n", $1, $2, $3, $6, ($7 < 0 ? "-" : $7), $8, $9 }' >&2
-    sleep 1
 }
 
 # rounds KIND CONNS SECONDS KEYMODE NAMES...: interleaved, order rotating.
@@ -619,7 +689,7 @@ setup_ab() {
 }
 
 ab() {
-    local names=(haproxy ab-old ab-new)
+    local names=(haproxy nginx ab-old ab-new)
     rounds loaded "$CONNS" "$DURATION" right "${names[@]}"
     rounds wrong "$CONNS" "$DURATION" wrong "${names[@]}"
     echo
@@ -636,6 +706,157 @@ ab() {
     echo "new / old (medians): throughput $(ratio "$(median loaded ab-new 3)" "$(median loaded ab-old 3)") ×," \
         "CPU/request $(ratio "$(median loaded ab-new 7)" "$(median loaded ab-old 7)") ×," \
         "refusal CPU/request $(ratio "$(median wrong ab-new 7)" "$(median wrong ab-old 7)") ×."
+    echo "CPU/request against HAProxy's (medians): old $(ratio "$(median loaded ab-old 7)" "$(median loaded haproxy 7)") ×," \
+        "new $(ratio "$(median loaded ab-new 7)" "$(median loaded haproxy 7)") ×;" \
+        "refusals: old $(ratio "$(median wrong ab-old 7)" "$(median wrong haproxy 7)") ×," \
+        "new $(ratio "$(median wrong ab-new 7)" "$(median wrong haproxy 7)") ×."
+}
+
+# -------------------------------------------------------------- tls mode
+# The certificate all three serve: ECDSA P-256, as in issue 13's table.
+setup_tls_cert() {
+    mkdir -p "$WORK/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:$HOST" \
+        -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" 2>/dev/null ||
+        die "openssl could not make the test certificate"
+    cat "$WORK/tls/cert.pem" "$WORK/tls/key.pem" >"$WORK/tls/haproxy.pem"
+    chmod 644 "$WORK/tls/"*.pem
+}
+
+# Printed into nginx's and HAProxy's configs: a TLS listener beside the
+# plain one, in tls mode only. Same auth, same upstream pool.
+tls_nginx_server() {
+    [[ $MODE == tls ]] || return 0
+    cat <<EOF
+    server {
+        listen $HOST:$P_NGINX_TLS ssl http2;
+        ssl_certificate $WORK/tls/cert.pem;
+        ssl_certificate_key $WORK/tls/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {
+            auth_basic "keygate bench";
+            auth_basic_user_file $WORK/nginx/htpasswd;
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+EOF
+}
+
+tls_haproxy_frontend() {
+    [[ $MODE == tls ]] || return 0
+    cat <<EOF
+frontend fe_tls
+    bind $HOST:$P_HAPROXY_TLS ssl crt $WORK/tls/haproxy.pem alpn h2,http/1.1 ssl-min-ver TLSv1.2
+    http-request auth realm keygate-bench unless { http_auth(bench) }
+    default_backend app
+EOF
+}
+
+declare -A TPORT TPID
+TLS_NAMES=(haproxy nginx)
+setup_tls() {
+    TPORT[haproxy]=$P_HAPROXY_TLS
+    TPID[haproxy]=${PID[haproxy]}
+    TPORT[nginx]=$P_NGINX_TLS
+    TPID[nginx]=${PID[nginx]}
+    local names=(keygate) bins=("$KG") ports=("$P_KGT") admins=("$P_KGT_ADMIN") i name
+    if ((${#AB[@]} == 2)); then
+        names=(ab-old ab-new)
+        bins=("${AB[@]}")
+        ports=("$P_KGT" "$P_KGT2")
+        admins=("$P_KGT_ADMIN" "$P_KGT2_ADMIN")
+    fi
+    KG_EXTRA=$'[proxy.tls]\n'"cert = \"$WORK/tls/cert.pem\""$'\n'"key = \"$WORK/tls/key.pem\""
+    for i in "${!names[@]}"; do
+        name=${names[$i]}
+        KG=${bins[$i]} start_keygate "$name-tls" 1 "${ports[$i]}" "${admins[$i]}"
+        TPORT[$name]=${ports[$i]}
+        TPID[$name]=$STARTED_PID
+        KEYOF[$name-tls]=$("${bins[$i]}" keys create --admin "http://$HOST:${admins[$i]}" --user bench --name load-bench --path /api/)
+        TLS_NAMES+=("$name")
+    done
+    KG_EXTRA=
+    local url body proto
+    for name in "${TLS_NAMES[@]}"; do
+        url="https://$HOST:${TPORT[$name]}$PATH_Q"
+        body=$(curl -sk --max-time 5 -H "Authorization: $(basic "$(tls_key "$name")")" "$url")
+        [[ $body == ok ]] || die "$name over TLS: the right key did not get \"ok\" (got: ${body:0:200})"
+        proto=$(curl -sk --http2 --max-time 5 -o /dev/null -w '%{http_version}' \
+            -H "Authorization: $(basic "$(tls_key "$name")")" "$url")
+        [[ $proto == 2 ]] || die "$name over TLS: ALPN did not give HTTP/2 (got HTTP/$proto)"
+        say "checked $name over TLS: 200 ok, HTTP/2 by ALPN"
+    done
+}
+
+tls_key() { echo "${KEYOF[$1-tls]:-$KEY}"; }
+
+# run_tls KIND NAME SECONDS: one run of KIND (ka, close or h2) against the
+# TLS listener of NAME.
+run_tls() {
+    local kind=$1 name=$2 secs=$3 port=${TPORT[$2]} pid=${TPID[$2]}
+    local url="https://$HOST:$port$PATH_Q" auth out c0 c1 tool=wrk
+    auth="Authorization: $(basic "$(tls_key "$name")")"
+    c0=$(cpu_ticks "$pid")
+    case $kind in
+    tls-ka) out=$(wrk -t1 -c"$CONNS" -d"${secs}s" --latency -H "$auth" "$url") ;;
+    tls-close) out=$(wrk -t1 -c"$CLOSE_CONNS" -d"${secs}s" --latency -H "$auth" -H "Connection: close" "$url") ;;
+    tls-resume)
+        tool=s_time
+        out=$(openssl s_time -connect "$HOST:$port" -www "$PATH_Q" -reuse -time "$secs" 2>&1)
+        ;;
+    h2)
+        tool=h2load
+        out=$(h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D"$secs" -H "authorization: $(basic "$(tls_key "$name")")" "$url" 2>&1)
+        ;;
+    esac || die "$tool failed against $name: $out"
+    c1=$(cpu_ticks "$pid")
+    kill -0 "$pid" 2>/dev/null || die "$name (pid $pid) exited during its run (KEEP=1 keeps its logs)"
+    printf '%s\n' "$out" >>"$WORK/wrk.log"
+    record "$tool" "$kind" "$name" $((c1 - c0)) "$out"
+    tail -1 "$RESULTS" | awk -F'\t' '{ printf "  %-9s %-8s %8s req/s  p99 %7s us  cpu %6s us/req  non-2xx %s  errors %s\n", $1, $2, $3, $6, ($7 < 0 ? "-" : $7), $8, $9 }' >&2
+    sleep 1
+}
+
+tls_mode() {
+    local names=("${TLS_NAMES[@]}") kind r i n=${#TLS_NAMES[@]} kg
+    for kind in $TLS_KINDS; do
+        for ((r = 0; r < ROUNDS; r++)); do
+            say "$kind round $((r + 1))/$ROUNDS"
+            for ((i = 0; i < n; i++)); do
+                run_tls "$kind" "${names[$(((i + r) % n))]}" "$DURATION"
+            done
+        done
+    done
+    echo
+    echo "## TLS termination: keygate vs HAProxy and nginx ($(date -u +%Y-%m-%dT%H:%MZ))"
+    echo
+    machine_note
+    echo "TLS: one ECDSA P-256 certificate for all three; TLS 1.3 negotiated (OpenSSL clients). keygate: rustls (ring); HAProxy and nginx: OpenSSL $(openssl version | cut -d' ' -f2)."
+    echo
+    local title
+    for kind in $TLS_KINDS; do
+        case $kind in
+        tls-ka) title="HTTPS keep-alive (wrk -t1 -c$CONNS)" ;;
+        tls-close) title="A full TLS handshake per request (wrk -t1 -c$CLOSE_CONNS, Connection: close)" ;;
+        h2) title="HTTP/2 over ALPN (h2load -t1 -c$H2_CONNS -m$H2_STREAMS; p50 is h2load's mean, p99 its maximum)" ;;
+        tls-resume) title="Resumed TLS sessions, one connection per request (openssl s_time -reuse, no key: refused by all; CPU per connection)" ;;
+        esac
+        echo "### $title"
+        echo
+        table_loaded "$kind" "${names[@]}"
+        echo
+        for kg in "${names[@]:2}"; do
+            echo "$(label "$kg") CPU/request against HAProxy's: $(ratio "$(median "$kind" "$kg" 7)" "$(median "$kind" haproxy 7)") ×; against nginx's: $(ratio "$(median "$kind" "$kg" 7)" "$(median "$kind" nginx 7)") ×."
+            echo
+        done
+        if [[ -n ${TPORT[ab-new]:-} ]]; then
+            echo "new / old: throughput $(ratio "$(median "$kind" ab-new 3)" "$(median "$kind" ab-old 3)") ×, CPU/request $(ratio "$(median "$kind" ab-new 7)" "$(median "$kind" ab-old 7)") ×."
+            echo
+        fi
+    done
 }
 
 # ------------------------------------------------------------- churn mode
@@ -800,10 +1021,11 @@ profile() {
 
 # ------------------------------------------------------------------- main
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+[[ $MODE == tls ]] && setup_tls_cert
 setup_common
 setup_keygate_1
 [[ $MODE == ab ]] && setup_ab
-[[ $MODE != profile && $MODE != ab ]] && setup_keygate_1m
+[[ $MODE != profile && $MODE != ab && $MODE != tls ]] && setup_keygate_1m
 [[ $MODE == compare || $MODE == all ]] && setup_keygate_2w
 [[ $MODE != churn ]] && setup_others
 for name in "${!PORT[@]}"; do check "$name"; done
@@ -811,8 +1033,10 @@ for name in "${!PORT[@]}"; do check "$name"; done
 for name in "${!PORT[@]}"; do
     wrk -t1 -c"$CONNS" -d1s -H "Authorization: $(basic "${KEYOF[$name]}")" "http://$HOST:${PORT[$name]}$PATH_Q" >/dev/null
 done
+[[ $MODE == tls ]] && setup_tls
 [[ $MODE == compare || $MODE == all ]] && compare
 [[ $MODE == churn || $MODE == all ]] && churn
 [[ $MODE == profile ]] && profile
 [[ $MODE == ab ]] && ab
+[[ $MODE == tls ]] && tls_mode
 exit 0

@@ -35,10 +35,10 @@ use http::header::{CONNECTION, UPGRADE};
 use http::{Request, Response, Version};
 use tokio::net::TcpListener;
 
-pub use self::body::{BodyError, ResponseBody, TimedBody, UpstreamBody};
+pub use self::body::{BodyError, ResponseBody, TimedBody};
 pub use self::log::PendingLog;
 pub use self::refusal::{BadRequest, Blame, Refusal, UpstreamCause};
-pub use self::upstream::Upstream;
+pub use self::upstream::{FramingError, ReadError, Upstream, UpstreamBody};
 
 use self::admit::{Admission, Admitted, Rejected};
 use self::headers::Peer;
@@ -182,9 +182,14 @@ impl Proxy {
         } = admitted;
 
         let sent = Instant::now();
-        let (mut response, lease) = match live
+        let mut response = match live
             .upstream
-            .send(request, settings.upstream_timeout, sent)
+            .send(
+                request,
+                settings.upstream_timeout,
+                settings.body_timeout,
+                sent,
+            )
             .await
         {
             Ok(answered) => {
@@ -212,7 +217,7 @@ impl Proxy {
             (true, Some((client, offered)))
                 if upgrade::switched_as_offered(&offered, response.headers().get(UPGRADE)) =>
             {
-                Some((client, hyper::upgrade::on(&mut response)))
+                Some((client, response.body_mut().take_switched()))
             }
             (true, _) => {
                 // A 101 the client never asked for, or to a protocol it did
@@ -243,8 +248,6 @@ impl Proxy {
                 );
             }
         }
-        // An upgraded connection is no longer HTTP: its lease is dropped.
-        let lease = upgraded.is_none().then_some(lease);
         if let Some((client, upstream)) = upgraded {
             if let Some(protocol) = upgrade_protocol {
                 parts.headers.insert(UPGRADE, protocol);
@@ -262,7 +265,6 @@ impl Proxy {
             identity.outcome(),
             identity.into_caller(),
         ));
-        let body = UpstreamBody::new(TimedBody::new(body, settings.body_timeout), lease);
         let body = ResponseBody::upstream(body, log);
         Response::from_parts(parts, body)
     }

@@ -1,12 +1,9 @@
 //! Body types for both directions of the proxy.
 //!
-//! - [`TimedBody`] wraps a body from a peer (a client's upload, over
-//!   either protocol, or the upstream's response) and fails it when no
-//!   frame arrives within the body timeout, so a stalled peer cannot hold a
-//!   connection forever.
-//! - [`UpstreamBody`] is the upstream's response body with the lease on
-//!   its pooled connection, handed back once the body has been read to its
-//!   end (and only then: a connection left mid-message cannot be reused).
+//! - [`TimedBody`] wraps a client's upload (over either protocol) and
+//!   fails it when no frame arrives within the body timeout, so a stalled
+//!   client cannot hold a connection forever. (The upstream's response
+//!   body times itself: see [`super::upstream::UpstreamBody`].)
 //! - [`ResponseBody`] is what the client receives: the upstream's streamed
 //!   body or one of keygate's own JSON refusals. It counts the bytes sent
 //!   and writes the access-log line when the body ends (or is dropped, if
@@ -23,11 +20,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
 use super::log::PendingLog;
-use super::pool::Lease;
+use super::upstream::{ReadError, UpstreamBody};
 use crate::server::RequestBodyError;
 use crate::stall::Stall;
 
@@ -43,6 +39,9 @@ pub enum BodyError {
     /// No data within the body timeout.
     #[error("no body data for {0:?}")]
     Timeout(Duration),
+    /// The upstream's response body failed part-way.
+    #[error("upstream response body failed: {0}")]
+    Upstream(#[from] ReadError),
 }
 
 impl From<RequestBodyError> for BodyError {
@@ -54,10 +53,10 @@ impl From<RequestBodyError> for BodyError {
     }
 }
 
-/// A peer's body with an idle timeout between frames (see [`Stall`]):
-/// the upstream's `Incoming`, or a client's [`RequestBody`](crate::server::RequestBody).
+/// A client's body ([`RequestBody`](crate::server::RequestBody)) with an
+/// idle timeout between frames (see [`Stall`]).
 #[derive(Debug)]
-pub struct TimedBody<B = Incoming> {
+pub struct TimedBody<B> {
     inner: B,
     stall: Stall,
 }
@@ -103,64 +102,6 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// The upstream's response body and the connection it arrives on.
-#[derive(Debug)]
-pub struct UpstreamBody {
-    body: TimedBody,
-    lease: Option<Lease>,
-    /// The body reached its end (`Ready(None)`; chunked bodies only say so
-    /// that way).
-    ended: bool,
-}
-
-impl UpstreamBody {
-    /// `body`, handing `lease` (if any) back to its pool once it has ended.
-    pub(crate) fn new(body: TimedBody, lease: Option<Lease>) -> Self {
-        UpstreamBody {
-            body,
-            lease,
-            ended: false,
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            this.ended = true;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.ended || self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        // hyper stops polling a body of known length once it is complete,
-        // and never polls an empty one: `is_end_stream` covers both.
-        if self.is_end_stream() {
-            if let Some(lease) = self.lease.take() {
-                lease.release();
-            }
-        }
     }
 }
 

@@ -20,6 +20,9 @@ use http::header::{CONNECTION, UPGRADE};
 use http::{HeaderValue, Request, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+
+use super::upstream::Switched;
 
 use crate::config::is_tchar;
 
@@ -113,17 +116,29 @@ fn is_allowed(protocol: &str, allowed: &[String]) -> bool {
 }
 
 /// Copies bytes both ways between an upgraded client connection and the
-/// upstream's, until either side closes.
-pub(super) async fn relay(client: OnUpgrade, upstream: OnUpgrade) {
-    match tokio::try_join!(client, upstream) {
-        Ok((client, upstream)) => {
-            let mut client = TokioIo::new(client);
-            let mut upstream = TokioIo::new(upstream);
-            if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                tracing::debug!(%error, "upgraded connection ended with an error");
-            }
+/// upstream's, until either side closes. Bytes the upstream sent right
+/// behind its `101` (already read with the head) go to the client first.
+pub(super) async fn relay(client: OnUpgrade, upstream: Switched) {
+    let Some((mut upstream, read_ahead)) = upstream.into_parts() else {
+        tracing::debug!("protocol upgrade failed: no upstream connection");
+        return;
+    };
+    let client = match client.await {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::debug!(%error, "protocol upgrade failed");
+            return;
         }
-        Err(error) => tracing::debug!(%error, "protocol upgrade failed"),
+    };
+    let mut client = TokioIo::new(client);
+    if !read_ahead.is_empty() {
+        if let Err(error) = client.write_all(&read_ahead).await {
+            tracing::debug!(%error, "upgraded connection ended with an error");
+            return;
+        }
+    }
+    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(%error, "upgraded connection ended with an error");
     }
 }
 

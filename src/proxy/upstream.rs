@@ -1,27 +1,67 @@
-//! Sending a request to the application and classifying what went wrong.
+//! The upstream leg: a single-origin HTTP/1.1 client made for forwarding.
 //!
-//! The upstream is always spoken to in HTTP/1.1 over kept-alive
-//! connections from [`Pool`]: HTTP/2 towards the application buys nothing
-//! on a LAN or loopback hop. `https://` upstreams go through rustls with
-//! webpki's roots or the CA file of `proxy.upstream_ca`, and the upstream's
-//! host name as SNI.
+//! keygate forwards every request to one application, in HTTP/1.1 over
+//! kept-alive connections from [`Pool`] (HTTP/2 towards the application
+//! buys nothing on a LAN or loopback hop). hyper's client was general
+//! machinery for this one job: a dispatch channel and a spawned task per
+//! connection, a `HeaderMap` rebuilt for the wire, a body channel. Here the
+//! request's own future does the work, on the worker thread that already
+//! runs it:
 //!
-//! A request that a pooled connection never sent (the upstream had closed
-//! it while idle) is retried on another connection; a request that may
-//! have reached the application is never sent twice.
+//! 1. check out a connection ([`Pool::checkout`]);
+//! 2. serialise the head into the connection's reused buffer and write it
+//!    in one write ([`request`]);
+//! 3. send the body while waiting for the response head, parsed with
+//!    httparse ([`response`]); informational (1xx) answers are skipped;
+//! 4. hand the client a response whose body reads the rest straight off
+//!    the connection ([`UpstreamBody`]) and returns it to the pool when the
+//!    exchange ended cleanly.
+//!
+//! Both front ends (hyper's HTTP/1.1 server and the h2 server) call
+//! [`Upstream::send`] the same way. `https://` upstreams go through rustls
+//! with webpki's roots or the CA file of `proxy.upstream_ca`, and the
+//! upstream's host name as SNI.
+//!
+//! A request is written to at most one connection that may have received
+//! it: a pooled connection found closed before the request was written is
+//! replaced; once any byte of the request may have reached the
+//! application, a failure is a 502 and never a second send.
 
+mod body;
+mod connection;
+mod decoder;
+mod error;
+mod request;
+mod response;
+mod transport;
+
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Poll};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
-use hyper::body::Incoming;
+use http::{Method, Request, Response, StatusCode};
+use tokio::io::AsyncWrite;
 
-use super::body::{BodyError, TimedBody};
-use super::pool::{ConnectError, Lease, Pool};
-use super::refusal::{BadRequest, Refusal, UpstreamCause};
+pub(crate) use self::body::Switched;
+pub use self::body::UpstreamBody;
+pub(crate) use self::connection::Connection;
+pub use self::error::{FramingError, ReadError};
+pub(crate) use self::transport::{ConnectError, Dialer};
+
+use self::body::Exchange;
+use self::error::ExchangeError;
+use self::request::{ClientBody, SendError};
+use self::response::Head;
+use super::pool::Pool;
+use super::refusal::Refusal;
 use crate::config::UpstreamOrigin;
-use crate::server::RequestBody;
 use crate::tls::{self, TlsError};
+
+/// Informational (1xx) answers skipped before a final one; an upstream
+/// sending more is broken.
+const MAX_INFORMATIONAL: usize = 16;
 
 /// The upstream client for one configuration.
 #[derive(Debug, Clone)]
@@ -52,86 +92,167 @@ impl Upstream {
 
     /// Sends a request (origin-form target, `Host` set) and waits for the
     /// response head, at most `timeout` including any connection set-up.
+    /// The response body then allows pauses of at most `body_timeout`.
     /// `now` is when the request was sent (the pool ages connections with
-    /// it). The lease hands the connection back once the response body
-    /// ends.
+    /// it).
     pub(crate) async fn send(
         &self,
-        request: Request<TimedBody<RequestBody>>,
+        request: Request<ClientBody>,
         timeout: Duration,
+        body_timeout: Duration,
         now: Instant,
-    ) -> Result<(Response<Incoming>, Lease), Refusal> {
-        match tokio::time::timeout(timeout, self.round_trip(request, now)).await {
+    ) -> Result<Response<UpstreamBody>, Refusal> {
+        let exchange = self.exchange(request, body_timeout, now);
+        match tokio::time::timeout(timeout, exchange).await {
+            // Dropping the exchange closes its connection: a late answer
+            // can never be read as a later request's.
             Err(_elapsed) => Err(Refusal::GatewayTimeout),
-            Ok(Ok(sent)) => Ok(sent),
-            Ok(Err(Failure::Connect(error))) => {
-                tracing::warn!(cause = "connect", error = %ErrorChain(&error), "upstream request failed");
-                Err(Refusal::BadGateway(UpstreamCause::Connect))
-            }
-            Ok(Err(Failure::Request(error))) => {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => match error.blame() {
                 // The client's own body failing (bad chunking, a stall) is
                 // the client's fault, not the upstream's: 400, no warning.
-                if let Some(body) = client_body_error(&error) {
-                    return Err(Refusal::BadRequest(body));
+                Err(bad_request) => Err(Refusal::BadRequest(bad_request)),
+                Ok(cause) => {
+                    tracing::warn!(cause = cause.as_str(), error = %ErrorChain(&error), "upstream request failed");
+                    Err(Refusal::BadGateway(cause))
                 }
-                let cause = classify(&error);
-                tracing::warn!(cause = cause.as_str(), error = %ErrorChain(&error), "upstream request failed");
-                Err(Refusal::BadGateway(cause))
-            }
+            },
         }
     }
 
-    async fn round_trip(
+    async fn exchange(
         &self,
-        mut request: Request<TimedBody<RequestBody>>,
+        request: Request<ClientBody>,
+        body_timeout: Duration,
         now: Instant,
-    ) -> Result<(Response<Incoming>, Lease), Failure> {
+    ) -> Result<Response<UpstreamBody>, ExchangeError> {
+        let head_request = request.method() == Method::HEAD;
+        let (mut conn, mut pooled) = self.pool.checkout(now).await?;
+        let mut sender =
+            request::encode(request, &mut conn.head).map_err(|_| ExchangeError::RequestLength)?;
         loop {
-            let (mut sender, pooled) = self.pool.checkout(now).await.map_err(Failure::Connect)?;
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, self.pool.lease(sender, now))),
-                Err(mut failed) => match failed.take_message() {
-                    // Never written: the pooled connection was closed under
-                    // us. Each retry uses up a pooled connection, and a new
-                    // connection is never retried, so this ends.
-                    Some(unsent) if pooled => request = unsent,
-                    _ => return Err(Failure::Request(failed.into_error())),
-                },
+            match write_head(&mut conn).await {
+                Ok(()) => break,
+                // Not one byte was taken: the upstream had closed this
+                // pooled connection. Each retry uses up a pooled
+                // connection, and a new one is never retried, so this ends.
+                Err(HeadWrite::Unsent(_)) if pooled => {
+                    let head = std::mem::take(&mut conn.head);
+                    (conn, pooled) = self.pool.checkout(now).await?;
+                    conn.head = head;
+                }
+                Err(HeadWrite::Unsent(error) | HeadWrite::Partial(error)) => {
+                    return Err(ExchangeError::Write(error))
+                }
             }
         }
-    }
-}
 
-enum Failure {
-    Connect(ConnectError),
-    Request(hyper::Error),
-}
+        let mut informational = 0;
+        let head: Head = poll_fn(|cx| {
+            if !sender.is_done() {
+                match sender.poll_send(cx, &mut conn.io) {
+                    // The application may have stopped reading to answer
+                    // early (a 413, say): its answer is still wanted.
+                    Poll::Ready(Err(SendError::Write(error))) => {
+                        tracing::debug!(%error, "upstream stopped taking the request body");
+                    }
+                    Poll::Ready(Err(SendError::Body(error))) => {
+                        return Poll::Ready(Err(ExchangeError::ClientBody(error)))
+                    }
+                    Poll::Ready(Err(SendError::Length)) => {
+                        return Poll::Ready(Err(ExchangeError::RequestLength))
+                    }
+                    Poll::Ready(Ok(())) | Poll::Pending => {}
+                }
+            }
+            loop {
+                if !conn.read.is_empty() {
+                    if let Some(head) = response::parse(&mut conn.read, head_request)? {
+                        if head.status.is_informational()
+                            && head.status != StatusCode::SWITCHING_PROTOCOLS
+                        {
+                            informational += 1;
+                            if informational > MAX_INFORMATIONAL {
+                                return Poll::Ready(Err(ExchangeError::TooManyInformational));
+                            }
+                            continue;
+                        }
+                        return Poll::Ready(Ok(head));
+                    }
+                }
+                match ready!(conn.poll_fill(cx)) {
+                    Ok(0) => return Poll::Ready(Err(ExchangeError::Closed)),
+                    Ok(_) => {}
+                    Err(error) => return Poll::Ready(Err(ExchangeError::Read(error))),
+                }
+            }
+        })
+        .await?;
 
-/// Whether the request failed because the client's body did.
-fn client_body_error(error: &hyper::Error) -> Option<BadRequest> {
-    let mut source = std::error::Error::source(error);
-    while let Some(err) = source {
-        match err.downcast_ref::<BodyError>() {
-            Some(BodyError::Timeout(_)) => return Some(BadRequest::BodyTimeout),
-            Some(BodyError::Stream(_) | BodyError::Http2(_)) => return Some(BadRequest::Body),
-            None => source = err.source(),
+        let Head {
+            status,
+            version,
+            headers,
+            reason,
+            framing,
+            keep_alive,
+        } = head;
+        let exchange = Exchange {
+            conn,
+            sender,
+            keep_alive,
+            pool: self.pool.clone(),
+            lent: now,
+        };
+        let body = if status == StatusCode::SWITCHING_PROTOCOLS {
+            UpstreamBody::switched(exchange, body_timeout)
+        } else {
+            UpstreamBody::new(exchange, framing, body_timeout)
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        *response.version_mut() = version;
+        *response.headers_mut() = headers;
+        if let Some(reason) = reason {
+            response.extensions_mut().insert(reason);
         }
+        Ok(response)
     }
-    None
 }
 
-fn classify(error: &hyper::Error) -> UpstreamCause {
-    if error.is_incomplete_message() || error.is_canceled() || error.is_closed() {
-        return UpstreamCause::Closed;
-    }
-    let mut source = std::error::Error::source(error);
-    while let Some(err) = source {
-        if err.downcast_ref::<std::io::Error>().is_some() {
-            return UpstreamCause::Closed;
+/// Why a request head could not be written.
+enum HeadWrite {
+    /// Nothing of it was written.
+    Unsent(std::io::Error),
+    /// Some of it may have reached the upstream.
+    Partial(std::io::Error),
+}
+
+/// Writes the head serialised in `conn.head` (one write, unless the socket
+/// takes only part of it) and flushes it.
+async fn write_head(conn: &mut Connection) -> Result<(), HeadWrite> {
+    let Connection { io, head, .. } = conn;
+    let mut written = 0;
+    poll_fn(|cx| {
+        while written < head.len() {
+            match ready!(Pin::new(&mut *io).poll_write(cx, &head[written..])) {
+                Ok(0) => {
+                    let error = std::io::ErrorKind::WriteZero.into();
+                    return Poll::Ready(Err(match written {
+                        0 => HeadWrite::Unsent(error),
+                        _ => HeadWrite::Partial(error),
+                    }));
+                }
+                Ok(n) => written += n,
+                Err(error) if written == 0 => return Poll::Ready(Err(HeadWrite::Unsent(error))),
+                Err(error) => return Poll::Ready(Err(HeadWrite::Partial(error))),
+            }
         }
-        source = err.source();
-    }
-    UpstreamCause::Other
+        Pin::new(&mut *io)
+            .poll_flush(cx)
+            .map_err(HeadWrite::Partial)
+    })
+    .await
 }
 
 /// Displays an error with its sources, for one log field.

@@ -14,6 +14,7 @@ pub mod binary;
 pub mod client;
 pub mod haplo;
 pub mod postgres;
+pub mod scripted;
 pub mod tls;
 pub mod upstream;
 
