@@ -77,10 +77,7 @@ impl Proxy {
                 return Admission::Refuse(Rejected {
                     refusal: refused.denied.into(),
                     info,
-                    identity: refused.key.map(|entry| Caller {
-                        user: entry.user_header().clone(),
-                        key_id: entry.id(),
-                    }),
+                    identity: refused.key.map(Caller::of),
                 })
             }
         };
@@ -89,16 +86,7 @@ impl Proxy {
             Identity::Key(entry, quota) => {
                 // Last use, in memory only: the keyring writes it later.
                 entry.touch(time);
-                (
-                    Some(entry),
-                    Forwarded::Key(
-                        Caller {
-                            user: entry.user_header().clone(),
-                            key_id: entry.id(),
-                        },
-                        quota,
-                    ),
-                )
+                (Some(entry), Forwarded::Key(Caller::of(entry), quota))
             }
             Identity::NeedsBcrypt(_) => {
                 let presented = credentials

@@ -57,6 +57,16 @@ pub(crate) struct Caller {
     pub(crate) key_id: KeyId,
 }
 
+impl Caller {
+    /// The caller a verified key stands for.
+    pub(crate) fn of(entry: &crate::keys::Entry) -> Self {
+        Caller {
+            user: entry.user_header().clone(),
+            key_id: entry.id(),
+        }
+    }
+}
+
 /// An access-log line waiting for the end of its response body.
 #[derive(Debug)]
 pub struct PendingLog {
