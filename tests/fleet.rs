@@ -62,6 +62,26 @@ async fn replica(
     proxy
 }
 
+/// Two replicas on a fresh fleet database, and a key made on the first
+/// that already works on the second.
+async fn two_replicas_sharing_a_key() -> (
+    support::RecordingUpstream,
+    TestProxy,
+    TestProxy,
+    support::Key,
+) {
+    let url = TestPostgres::shared().fresh_database();
+    let upstream = support::RecordingUpstream::start().await;
+    let a = replica(upstream.addr, &url, None).await;
+    let b = replica(upstream.addr, &url, None).await;
+    let key = a.create_key("alice", "/api/").await;
+    eventually("the key on B", || async {
+        status(&b, &key.key).await == 200
+    })
+    .await;
+    (upstream, a, b, key)
+}
+
 #[tokio::test]
 async fn a_write_on_any_replica_reaches_every_other_within_a_second() {
     let pg = TestPostgres::shared();
@@ -294,16 +314,7 @@ async fn last_use_times_are_merged_into_the_shared_table() {
 
 #[tokio::test]
 async fn every_replica_lists_the_fleets_whole_audit_trail_numbered_alike() {
-    let pg = TestPostgres::shared();
-    let url = pg.fresh_database();
-    let upstream = support::RecordingUpstream::start().await;
-    let a = replica(upstream.addr, &url, None).await;
-    let b = replica(upstream.addr, &url, None).await;
-    let key = a.create_key("alice", "/api/").await;
-    eventually("the key on B", || async {
-        status(&b, &key.key).await == 200
-    })
-    .await;
+    let (_upstream, a, b, key) = two_replicas_sharing_a_key().await;
     b.revoke(&key.id).await;
     let on_a = a.admin_send(a.admin("GET", "/v1/audit")).await.json();
     let on_b = b.admin_send(b.admin("GET", "/v1/audit")).await.json();
@@ -319,16 +330,7 @@ async fn every_replica_lists_the_fleets_whole_audit_trail_numbered_alike() {
 
 #[tokio::test]
 async fn policies_replicate_like_every_write_and_rate_limits_count_per_replica() {
-    let pg = TestPostgres::shared();
-    let url = pg.fresh_database();
-    let upstream = support::RecordingUpstream::start().await;
-    let a = replica(upstream.addr, &url, None).await;
-    let b = replica(upstream.addr, &url, None).await;
-    let key = a.create_key("alice", "/api/").await;
-    eventually("the key reaching B", || async {
-        status(&b, &key.key).await == 200
-    })
-    .await;
+    let (_upstream, a, b, key) = two_replicas_sharing_a_key().await;
 
     // A PATCH on A: in effect on A when it answers, then on B.
     let resp = a

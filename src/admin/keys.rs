@@ -136,7 +136,7 @@ fn validate_new_key(
     }
     .validate()?;
     let mut warnings: Vec<&'static str> = scope.warning().into_iter().collect();
-    warnings.extend(policy::warnings(&policy));
+    warnings.extend(policy::warnings(policy.methods));
     Ok((
         NewKey {
             user,

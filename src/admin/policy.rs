@@ -56,9 +56,8 @@ pub(crate) fn methods(names: &[String]) -> Result<Methods, Reply> {
 
 /// What the admin is told about a policy that is valid but probably not
 /// what was meant.
-pub(crate) fn warnings(policy: &Policy) -> Option<&'static str> {
-    policy
-        .methods
+pub(crate) fn warnings(methods: Option<Methods>) -> Option<&'static str> {
+    methods
         .filter(|m| m.get_without_head())
         .map(|_| "methods lists GET but not HEAD: HEAD requests with this key will be refused")
 }

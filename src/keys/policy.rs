@@ -194,41 +194,46 @@ impl AllowFrom {
     /// (`10.1.2.3/8`) is refused rather than silently widened: its author
     /// meant something, and keygate cannot tell what.
     pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, PolicyError> {
-        if entries.is_empty() || entries.len() > MAX_ALLOW_FROM {
-            return Err(PolicyError::AddressCount);
-        }
-        let mut nets = Vec::with_capacity(entries.len());
-        for (index, entry) in entries.iter().enumerate() {
-            let text = entry.as_ref().trim();
-            let error = |reason: String| PolicyError::Address { index, reason };
-            let net = if text.contains('/') {
-                let net: IpNet = text
-                    .parse()
-                    .map_err(|_| error(format!("{text:?} is not a CIDR block")))?;
-                if net.trunc() != net {
-                    return Err(error(format!(
-                        "{text} has host bits set; the block is {}",
-                        net.trunc()
-                    )));
+        let nets = entries
+            .iter()
+            .enumerate()
+            .map(|(index, entry)| {
+                let text = entry.as_ref().trim();
+                if text.contains('/') {
+                    text.parse::<IpNet>().map_err(|_| PolicyError::Address {
+                        index,
+                        reason: format!("{text:?} is not a CIDR block"),
+                    })
+                } else {
+                    text.parse::<IpAddr>()
+                        .map(IpNet::from)
+                        .map_err(|_| PolicyError::Address {
+                            index,
+                            reason: format!(
+                                "{text:?} is not an IPv4 or IPv6 address or CIDR block"
+                            ),
+                        })
                 }
-                net
-            } else {
-                let ip: IpAddr = text.parse().map_err(|_| {
-                    error(format!(
-                        "{text:?} is not an IPv4 or IPv6 address or CIDR block"
-                    ))
-                })?;
-                IpNet::from(ip)
-            };
-            nets.push(canonical_net(net));
-        }
-        Ok(AllowFrom(nets.into_boxed_slice()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_nets(nets)
     }
 
-    /// Builds the list from stored blocks, validating as [`Self::parse`].
+    /// Builds the list from parsed (or stored) blocks: 1 to
+    /// [`MAX_ALLOW_FROM`] of them, none with host bits set.
     pub(crate) fn from_nets(nets: Vec<IpNet>) -> Result<Self, PolicyError> {
-        let text: Vec<String> = nets.iter().map(IpNet::to_string).collect();
-        Self::parse(&text)
+        if nets.is_empty() || nets.len() > MAX_ALLOW_FROM {
+            return Err(PolicyError::AddressCount);
+        }
+        for (index, net) in nets.iter().enumerate() {
+            if net.trunc() != *net {
+                return Err(PolicyError::Address {
+                    index,
+                    reason: format!("{net} has host bits set; the block is {}", net.trunc()),
+                });
+            }
+        }
+        Ok(AllowFrom(nets.into_iter().map(canonical_net).collect()))
     }
 
     /// Whether `client` is in one of the blocks. `client` is canonical (an

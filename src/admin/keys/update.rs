@@ -15,7 +15,6 @@ use super::{parse_id, validate_expiry, validate_name, KeyView};
 use crate::admin::policy::{self, present, RateInput};
 use crate::admin::reply::Reply;
 use crate::admin::{body, writes};
-use crate::keys::policy::Policy;
 use crate::keys::{KeyUpdate, Keyring};
 use crate::scope::Scope;
 use crate::writes::Writes;
@@ -74,12 +73,7 @@ fn validate(patch: Patch, keyring: &Keyring) -> Result<(KeyUpdate, Vec<&'static 
         None => None,
         Some(list) => Some(list.as_deref().map(policy::methods).transpose()?),
     };
-    if let Some(Some(methods)) = methods {
-        warnings.extend(policy::warnings(&Policy {
-            methods: Some(methods),
-            ..Policy::default()
-        }));
-    }
+    warnings.extend(policy::warnings(methods.flatten()));
     Ok((
         KeyUpdate {
             name,
