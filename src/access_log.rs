@@ -64,22 +64,22 @@ impl AccessLog {
     }
 
     /// Writes one line.
-    pub fn write(&self, entry: &Entry<'_>) {
+    pub fn write(&self, line: &Line<'_>) {
         let Some(writer) = &self.writer else {
             return;
         };
-        let mut line = Vec::with_capacity(256);
-        if serde_json::to_writer(&mut line, entry).is_ok() {
-            line.push(b'\n');
+        let mut bytes = Vec::with_capacity(256);
+        if serde_json::to_writer(&mut bytes, line).is_ok() {
+            bytes.push(b'\n');
             // One write call is one line for the worker thread.
-            let _ = writer.clone().write_all(&line);
+            let _ = writer.clone().write_all(&bytes);
         }
     }
 }
 
 /// One request, as logged.
 #[derive(Debug, Serialize)]
-pub struct Entry<'a> {
+pub struct Line<'a> {
     /// When the request arrived (RFC 3339 UTC).
     #[serde(serialize_with = "as_display")]
     pub time: Timestamp,

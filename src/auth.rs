@@ -141,19 +141,19 @@ impl From<Breach> for Denied {
     }
 }
 
-/// A refusal, with the key when it was valid (out of scope, user blocked)
-/// so that the access log can say whose key was refused.
+/// A refusal, with the key when it was valid (out of scope, user blocked,
+/// a policy) so that the access log can say whose key was refused.
 #[derive(Debug, Clone, Copy)]
-pub struct Refused<'a> {
+pub struct Denial<'a> {
     /// Which rule refused the request.
-    pub denied: Denied,
+    pub reason: Denied,
     /// The verified key, for refusals that come after verification.
     pub key: Option<&'a Entry>,
 }
 
-impl From<Denied> for Refused<'_> {
-    fn from(denied: Denied) -> Self {
-        Refused { denied, key: None }
+impl From<Denied> for Denial<'_> {
+    fn from(reason: Denied) -> Self {
+        Denial { reason, key: None }
     }
 }
 
@@ -183,7 +183,7 @@ pub fn authenticate<'a>(
     cx: &AuthContext<'a>,
     presented: Option<&PresentedSecret<'_>>,
     target: &Target,
-) -> Result<Identity<'a>, Refused<'a>> {
+) -> Result<Identity<'a>, Denial<'a>> {
     let Some(presented) = presented else {
         return match cx.settings.anonymous {
             Anonymous::Forward => Ok(Identity::Anonymous),
@@ -203,14 +203,14 @@ pub fn authenticate<'a>(
         Verified::NeedsBcrypt(entry) => return Ok(Identity::NeedsBcrypt(entry)),
     };
     if !entry.scope().admits(target.as_str()) {
-        return Err(Refused {
-            denied: Denied::OutOfScope,
+        return Err(Denial {
+            reason: Denied::OutOfScope,
             key: Some(entry),
         });
     }
     if cx.snapshot.is_blocked(entry.user()) {
-        return Err(Refused {
-            denied: Denied::UserBlocked,
+        return Err(Denial {
+            reason: Denied::UserBlocked,
             key: Some(entry),
         });
     }
@@ -220,8 +220,8 @@ pub fn authenticate<'a>(
         None => None,
         Some(limits) => limits
             .check(cx.method, cx.client, || cx.clock.ticks(cx.instant))
-            .map_err(|breach| Refused {
-                denied: breach.into(),
+            .map_err(|breach| Denial {
+                reason: breach.into(),
                 key: Some(entry),
             })?,
     };

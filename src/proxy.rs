@@ -4,13 +4,17 @@
 //! settings, the keyring (whose snapshot each request reads once), the
 //! failure throttle, the pooled upstream client and the access log.
 //! [`serve`] runs the accept loop; [`Proxy::handle`] is the whole life of
-//! one request (steps 2 to 4 are `admit.rs`):
+//! one request, one function a step (steps 2 to 4 are `admit.rs`):
 //!
 //! 1. resolve the client address (trusted proxies, SPEC 5);
 //! 2. validate the request-target and `Host` (400 before any other check);
-//! 3. read the credentials and apply the decision table ([`crate::auth`]);
-//! 4. rewrite headers ([`headers`]) and forward with the target unchanged;
-//! 5. stream the response back, writing the access-log line when it ends.
+//! 3. read the credentials and apply the decision table ([`crate::auth`]),
+//!    with bcrypt first for a Haplo key's first use ([`Proxy::prove`]);
+//! 4. rewrite headers ([`headers`]) and forward with the target unchanged
+//!    ([`Proxy::send`]);
+//! 5. stream the response back ([`Proxy::respond`]), writing the
+//!    access-log line when it ends; or answer a refusal
+//!    ([`Proxy::refuse`]).
 //!
 //! Settings and keys live behind two separate `ArcSwap`s on purpose: they
 //! change independently (a reload never touches keys, an admin write never
@@ -40,8 +44,9 @@ pub use self::log::PendingLog;
 pub use self::refusal::{BadRequest, Blame, Refusal, UpstreamCause};
 pub use self::upstream::{FramingError, ReadError, Upstream, UpstreamBody};
 
-use self::admit::{Admission, Admitted, Rejected};
+use self::admit::{Admission, Admitted, Authenticated, ClientUpgrade, Proof};
 use self::headers::Peer;
+use self::log::{Caller, RequestInfo};
 use crate::access_log::AccessLog;
 use crate::auth::{Denied, Throttle};
 use crate::config::{ProxySettings, RateLimitHeaders};
@@ -139,41 +144,21 @@ impl Proxy {
         let time = self.keyring.clock().now();
 
         let version = request.version();
-        let admitted = match self.admit(request, settings, &peer, client, time, started) {
-            Admission::Forward(admitted) => Ok(admitted),
-            Admission::Refuse(rejected) => Err(rejected),
-            // A key imported from Haplo, presented for the first time.
-            Admission::Prove(proof) => {
-                match prove::bcrypt(&self.keyring, &self.bcrypt_slots, proof.presented).await {
-                    prove::Proved::Yes => {
-                        match self.admit(proof.request, settings, &peer, client, time, started) {
-                            Admission::Forward(admitted) => Ok(admitted),
-                            Admission::Refuse(rejected) => Err(rejected),
-                            // Replaced by another unproven key meanwhile.
-                            Admission::Prove(proof) => {
-                                Err(Rejected::new(Denied::InvalidKey.into(), proof.info))
-                            }
-                        }
-                    }
-                    prove::Proved::No => {
-                        self.throttle
-                            .record_failure(client, &settings.throttle, started);
-                        Err(Rejected::new(Denied::InvalidKey.into(), proof.info))
-                    }
-                    prove::Proved::Busy => {
-                        // Counted like a wrong key: an address that floods
-                        // unproven ids is throttled (and then refused before
-                        // bcrypt) instead of drawing free 503s for ever.
-                        self.throttle
-                            .record_failure(client, &settings.throttle, started);
-                        Err(Rejected::new(Refusal::Busy, proof.info))
-                    }
-                }
-            }
+        let admission = match self.admit(request, settings, &peer, client, time, started) {
+            Admission::Prove(proof) => self.prove(proof, settings, &peer).await,
+            admission => admission,
         };
-        let (admitted, identity) = match admitted {
-            Ok(admitted) => admitted,
-            Err(rejected) => return self.refuse(rejected, version),
+        let (admitted, authenticated) = match admission {
+            Admission::Forward(admitted, authenticated) => (admitted, authenticated),
+            Admission::Refuse {
+                refusal,
+                info,
+                caller,
+            } => return self.refuse(refusal, info, caller, version),
+            // Replaced by another unproven key meanwhile.
+            Admission::Prove(proof) => {
+                return self.refuse(Denied::InvalidKey.into(), proof.info, None, version)
+            }
         };
         let Admitted {
             request,
@@ -181,8 +166,25 @@ impl Proxy {
             upgrade,
         } = admitted;
 
+        let response = match self.send(&live, request).await {
+            Ok(response) => response,
+            Err(refusal) => {
+                return self.refuse(refusal, info, authenticated.into_caller(), version)
+            }
+        };
+        self.respond(response, upgrade, info, authenticated, settings, version)
+    }
+
+    /// Sends the admitted request to the upstream, counting the answer (or
+    /// the upstream's failure) in the metrics.
+    async fn send(
+        &self,
+        live: &Live,
+        request: Request<TimedBody<RequestBody>>,
+    ) -> Result<Response<UpstreamBody>, Refusal> {
+        let settings = &live.settings;
         let sent = Instant::now();
-        let mut response = match live
+        let answered = live
             .upstream
             .send(
                 request,
@@ -190,27 +192,31 @@ impl Proxy {
                 settings.body_timeout,
                 sent,
             )
-            .await
-        {
-            Ok(answered) => {
-                self.metrics.upstream(sent.elapsed());
-                answered
-            }
-            Err(refusal) => {
-                match refusal {
-                    Refusal::BadGateway(cause) => self.metrics.upstream_error(cause.as_str()),
-                    Refusal::GatewayTimeout => self.metrics.upstream_error("timeout"),
-                    // The client's body failed: not the upstream's doing.
-                    Refusal::BadRequest(_) | Refusal::Denied(_) | Refusal::Busy => {}
-                }
-                let rejected = Rejected {
-                    refusal,
-                    info,
-                    identity: identity.into_caller(),
-                };
-                return self.refuse(rejected, version);
-            }
-        };
+            .await;
+        match answered {
+            Ok(_) => self.metrics.upstream(sent.elapsed()),
+            Err(Refusal::BadGateway(cause)) => self.metrics.upstream_error(cause.as_str()),
+            Err(Refusal::GatewayTimeout) => self.metrics.upstream_error("timeout"),
+            // The client's body failed: not the upstream's doing.
+            Err(Refusal::BadRequest(_) | Refusal::Denied(_) | Refusal::Busy) => {}
+        }
+        answered
+    }
+
+    /// Step 5: the upstream's response as the client gets it: in the
+    /// client's protocol version, its hop-by-hop headers gone, with the
+    /// rate-limit fields when configured, and for a switch of protocols
+    /// the relay between the two upgraded connections started. Its log
+    /// line is written when its body ends.
+    fn respond(
+        &self,
+        mut response: Response<UpstreamBody>,
+        upgrade: Option<ClientUpgrade>,
+        info: RequestInfo,
+        authenticated: Authenticated,
+        settings: &ProxySettings,
+        version: Version,
+    ) -> Response<ResponseBody> {
         let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         let upgraded = match (switching, upgrade) {
             (false, _) => None,
@@ -222,12 +228,12 @@ impl Proxy {
             (true, _) => {
                 // A 101 the client never asked for, or to a protocol it did
                 // not offer (and keygate did not allow), cannot be relayed.
-                let rejected = Rejected {
-                    refusal: Refusal::BadGateway(UpstreamCause::Other),
+                return self.refuse(
+                    Refusal::BadGateway(UpstreamCause::Other),
                     info,
-                    identity: identity.into_caller(),
-                };
-                return self.refuse(rejected, version);
+                    authenticated.into_caller(),
+                    version,
+                );
             }
         };
         let (mut parts, body) = response.into_parts();
@@ -237,7 +243,7 @@ impl Proxy {
         let upgrade_protocol = parts.headers.get(UPGRADE).cloned();
         headers::rewrite_response(&mut parts.headers);
         if settings.rate_limit_headers == RateLimitHeaders::Always {
-            if let Some(quota) = identity.quota() {
+            if let Some(quota) = authenticated.quota() {
                 const NANOS: u64 = 1_000_000_000;
                 refusal::rate_limit_headers(
                     &mut parts.headers,
@@ -262,19 +268,47 @@ impl Proxy {
             &self.metrics,
             info,
             parts.status,
-            identity.outcome(),
-            identity.into_caller(),
+            authenticated.outcome(),
+            authenticated.into_caller(),
         ));
         let body = ResponseBody::upstream(body, log);
         Response::from_parts(parts, body)
     }
 
-    fn refuse(&self, rejected: Rejected, version: Version) -> Response<ResponseBody> {
-        let Rejected {
-            refusal,
-            info,
-            identity,
-        } = rejected;
+    /// Step 3 for a key imported from Haplo on its first use: bcrypt
+    /// proves it (off the event loop), then the request is admitted again,
+    /// now on the key's BLAKE3 hash. A wrong secret, or no bcrypt permit in
+    /// time, counts as a failure for the client's address.
+    async fn prove(&self, proof: Proof, settings: &ProxySettings, peer: &Peer) -> Admission {
+        let RequestInfo {
+            client,
+            time,
+            started,
+            ..
+        } = proof.info;
+        let refusal = match prove::bcrypt(&self.keyring, &self.bcrypt_slots, proof.presented).await
+        {
+            prove::Proved::Yes => {
+                return self.admit(proof.request, settings, peer, client, time, started)
+            }
+            prove::Proved::No => Refusal::Denied(Denied::InvalidKey),
+            // Counted like a wrong key: an address that floods unproven ids
+            // is throttled (and then refused before bcrypt) instead of
+            // drawing free 503s for ever.
+            prove::Proved::Busy => Refusal::Busy,
+        };
+        self.throttle
+            .record_failure(client, &settings.throttle, started);
+        Admission::refuse(refusal, proof.info)
+    }
+
+    fn refuse(
+        &self,
+        refusal: Refusal,
+        info: RequestInfo,
+        caller: Option<Caller>,
+        version: Version,
+    ) -> Response<ResponseBody> {
         if refusal.blame() == Blame::Upstream {
             tracing::warn!(outcome = refusal.outcome(), "request failed upstream");
         }
@@ -284,7 +318,7 @@ impl Proxy {
             info,
             refusal.status(),
             refusal.outcome(),
-            identity,
+            caller,
         ));
         let mut response = refusal
             .into_response::<ResponseBody>()

@@ -1,8 +1,15 @@
 //! Steps 2 to 4 of a request's life (see [`super`]): from the request as
 //! received to one ready for the upstream, or a refusal, or (a key
 //! imported from Haplo, on its first use) a request to prove the key with
-//! bcrypt before it is admitted again. Synchronous on purpose: the key
-//! snapshot is loaded and released without crossing an `.await`.
+//! bcrypt before it is admitted again.
+//!
+//! [`Proxy::admit`] reads as the three steps: [`checked`] (what is asked
+//! for: the target and `Host`, before anything else), [`Proxy::authorise`]
+//! (who asks, SPEC 5's table against one key snapshot), and
+//! [`upstream_request`] (the request the application will see). All of it
+//! is synchronous on purpose: the snapshot is loaded and released without
+//! crossing an `.await`, and the verified key is borrowed from it until
+//! its user's header is written.
 
 use std::time::Instant;
 
@@ -18,14 +25,13 @@ use super::refusal::{BadRequest, Refusal};
 use super::{prove, upgrade, Proxy};
 use crate::auth::{self, AuthContext, Credentials, Denied, Identity};
 use crate::config::ProxySettings;
-use crate::keys::Quota;
+use crate::keys::{Entry, Quota, Snapshot};
 use crate::server::RequestBody;
-use crate::target::Target;
+use crate::target::{Target, TargetError};
 use crate::timestamp::Timestamp;
 
 impl Proxy {
-    /// Steps 2 to 4: everything up to the upstream call. Synchronous, so the
-    /// key snapshot is loaded and released without crossing an `.await`.
+    /// Steps 2 to 4: everything up to the upstream call.
     pub(super) fn admit(
         &self,
         request: Request<RequestBody>,
@@ -36,130 +42,192 @@ impl Proxy {
         started: Instant,
     ) -> Admission {
         let target = Target::from_uri(request.uri());
-        let info = RequestInfo {
-            time,
-            started,
-            client,
-            method: request.method().clone(),
-            path: match &target {
-                Ok(target) => LogPath::Target(target.path_and_query().clone()),
-                Err(_) => LogPath::Raw(request.uri().clone()),
-            },
-        };
-        let target = match target {
+        let info = request_info(&request, target.as_ref().ok(), client, time, started);
+        let target = match checked(target, &request) {
             Ok(target) => target,
-            Err(error) => return Admission::refuse(BadRequest::Target(error).into(), info),
+            Err(refusal) => return Admission::refuse(refusal, info),
         };
-        if let Err(error) = headers::check_host(&request) {
-            return Admission::refuse(error.into(), info);
-        }
         let credentials = match Credentials::from_headers(request.headers()) {
             Ok(credentials) => credentials,
             Err(error) => return Admission::refuse(BadRequest::Credentials(error).into(), info),
         };
-
         let snapshot = self.keyring.snapshot();
-        // A standard method's clone copies a tag; `info` keeps its own.
-        let method = info.method.clone();
-        let cx = AuthContext {
-            snapshot: &snapshot,
-            settings,
-            throttle: &self.throttle,
-            method: &method,
-            client,
-            now: time,
-            instant: started,
-            clock: self.keyring.clock(),
-        };
-        let identity = match auth::authenticate(&cx, credentials.secret(), &target) {
-            Ok(identity) => identity,
-            Err(refused) => {
-                return Admission::Refuse(Rejected {
-                    refusal: refused.denied.into(),
-                    info,
-                    identity: refused.key.map(Caller::of),
-                })
-            }
-        };
-        let (entry, forwarded) = match identity {
-            Identity::Anonymous => (None, Forwarded::Anonymous),
-            Identity::Key(entry, quota) => {
-                // Last use, in memory only: the keyring writes it later.
-                entry.touch(time);
-                (Some(entry), Forwarded::Key(Caller::of(entry), quota))
-            }
-            Identity::NeedsBcrypt(_) => {
-                let presented = credentials
-                    .secret()
-                    .map(|secret| prove::Presented::copy(secret.as_bytes()));
-                drop(snapshot);
-                return match presented {
-                    Some(presented) => Admission::Prove(Proof {
-                        request,
+        let (entry, authenticated) =
+            match self.authorise(&snapshot, &credentials, &target, settings, &info) {
+                Ok(Some(authorised)) => authorised,
+                Ok(None) => {
+                    let presented = credentials
+                        .secret()
+                        .map(|secret| prove::Presented::copy(secret.as_bytes()));
+                    drop(snapshot);
+                    return match presented {
+                        Some(presented) => Admission::Prove(Proof {
+                            request,
+                            info,
+                            presented,
+                        }),
+                        None => Admission::refuse(Denied::InvalidKey.into(), info),
+                    };
+                }
+                Err(denial) => {
+                    let caller = denial.key.map(Caller::of);
+                    return Admission::Refuse {
+                        refusal: denial.reason.into(),
                         info,
-                        presented,
-                    }),
-                    None => Admission::refuse(Denied::InvalidKey.into(), info),
-                };
-            }
-        };
-
-        // A WebSocket-style upgrade (HTTP/1.1 only): keep the client's half
-        // of the upgrade, and the two headers hop-by-hop removal would drop.
-        let upgrade_protocol = upgrade::requested(&request, &settings.upgrades);
-        let mut request = request;
-        let upgrade = upgrade_protocol
-            .clone()
-            .map(|offered| (hyper::upgrade::on(&mut request), offered));
-        let (mut parts, body) = request.into_parts();
-        if !parts.headers.contains_key(HOST) {
-            // HTTP/2 and absolute-form carry the host in the target.
-            if let Some(value) = parts
-                .uri
-                .authority()
-                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-            {
-                parts.headers.insert(HOST, value);
-            }
-        }
-        headers::rewrite_request(&mut parts.headers, settings, peer, entry);
-        if let Some(protocol) = upgrade_protocol {
-            parts.headers.insert(UPGRADE, protocol);
-            parts
-                .headers
-                .insert(CONNECTION, http::HeaderValue::from_static("upgrade"));
-        }
+                        caller,
+                    };
+                }
+            };
+        let (request, upgrade) = upstream_request(request, &target, settings, peer, entry);
         drop(snapshot);
-
-        // Origin-form, exactly the target that was checked; the upstream's
-        // address is the pool's business and `Host` is the client's.
-        parts.uri = Uri::from(target.path_and_query().clone());
-        parts.version = Version::HTTP_11;
-        let body = TimedBody::new(body, settings.body_timeout);
-        Admission::Forward((
+        Admission::Forward(
             Admitted {
-                request: Request::from_parts(parts, body),
+                request,
                 info,
                 upgrade,
             },
-            forwarded,
-        ))
+            authenticated,
+        )
+    }
+
+    /// Step 3, SPEC 5's table: the key the request may go ahead as (none
+    /// for an anonymous request), `Ok(None)` when the key must first be
+    /// proven with bcrypt, or why it is refused.
+    ///
+    /// One lifetime for everything the decision reads: the key it returns
+    /// is borrowed from the snapshot, which the caller holds to step 4.
+    fn authorise<'s>(
+        &'s self,
+        snapshot: &'s Snapshot,
+        credentials: &Credentials<'_>,
+        target: &Target,
+        settings: &'s ProxySettings,
+        info: &'s RequestInfo,
+    ) -> Result<Option<(Option<&'s Entry>, Authenticated)>, auth::Denial<'s>> {
+        let cx = AuthContext {
+            snapshot,
+            settings,
+            throttle: &self.throttle,
+            method: &info.method,
+            client: info.client,
+            now: info.time,
+            instant: info.started,
+            clock: self.keyring.clock(),
+        };
+        Ok(
+            match auth::authenticate(&cx, credentials.secret(), target)? {
+                Identity::Anonymous => Some((None, Authenticated::Anonymous)),
+                Identity::Key(entry, quota) => {
+                    // Last use, in memory only: the keyring writes it later.
+                    entry.touch(info.time);
+                    Some((Some(entry), Authenticated::Key(Caller::of(entry), quota)))
+                }
+                Identity::NeedsBcrypt(_) => None,
+            },
+        )
     }
 }
+
+/// What the log line needs, taken from the request as it arrived: the
+/// path from the validated target, or the raw URI when it was refused.
+fn request_info(
+    request: &Request<RequestBody>,
+    target: Option<&Target>,
+    client: std::net::IpAddr,
+    time: Timestamp,
+    started: Instant,
+) -> RequestInfo {
+    RequestInfo {
+        time,
+        started,
+        client,
+        method: request.method().clone(),
+        path: match target {
+            Some(target) => LogPath::Target(target.path_and_query().clone()),
+            None => LogPath::Raw(request.uri().clone()),
+        },
+    }
+}
+
+/// Step 2: the target and `Host`, checked before anything else (a 400
+/// comes before any key is looked at).
+fn checked(
+    target: Result<Target, TargetError>,
+    request: &Request<RequestBody>,
+) -> Result<Target, Refusal> {
+    let target = target.map_err(BadRequest::Target)?;
+    headers::check_host(request)?;
+    Ok(target)
+}
+
+/// Step 4: the request the application sees: origin-form with exactly the
+/// target that was checked, the headers rewritten for `entry`'s user, and
+/// (for an allowed protocol upgrade, HTTP/1.1 only) the client's half of
+/// the upgrade, with the two headers hop-by-hop removal would drop put back.
+fn upstream_request(
+    mut request: Request<RequestBody>,
+    target: &Target,
+    settings: &ProxySettings,
+    peer: &Peer,
+    entry: Option<&Entry>,
+) -> (Request<TimedBody<RequestBody>>, Option<ClientUpgrade>) {
+    let upgrade_protocol = upgrade::requested(&request, &settings.upgrades);
+    let upgrade = upgrade_protocol
+        .clone()
+        .map(|offered| (hyper::upgrade::on(&mut request), offered));
+    let (mut parts, body) = request.into_parts();
+    if !parts.headers.contains_key(HOST) {
+        // HTTP/2 and absolute-form carry the host in the target.
+        if let Some(value) = parts
+            .uri
+            .authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(HOST, value);
+        }
+    }
+    headers::rewrite_request(&mut parts.headers, settings, peer, entry);
+    if let Some(protocol) = upgrade_protocol {
+        parts.headers.insert(UPGRADE, protocol);
+        parts
+            .headers
+            .insert(CONNECTION, http::HeaderValue::from_static("upgrade"));
+    }
+    // The upstream's address is the pool's business and `Host` is the
+    // client's.
+    parts.uri = Uri::from(target.path_and_query().clone());
+    parts.version = Version::HTTP_11;
+    let body = TimedBody::new(body, settings.body_timeout);
+    (Request::from_parts(parts, body), upgrade)
+}
+
+/// The client's side of a requested protocol upgrade, and the `Upgrade`
+/// value it offered.
+pub(super) type ClientUpgrade = (OnUpgrade, http::HeaderValue);
 
 /// What [`Proxy::admit`] decided.
 pub(super) enum Admission {
     /// Forward, as this caller.
-    Forward((Admitted, Forwarded)),
-    /// Answer with a refusal.
-    Refuse(Rejected),
+    Forward(Admitted, Authenticated),
+    /// Answer with a refusal; `caller` is the key's user and id when a
+    /// valid key was refused (scope, blocked user, a policy, or later an
+    /// upstream failure), for the log line.
+    Refuse {
+        refusal: Refusal,
+        info: RequestInfo,
+        caller: Option<Caller>,
+    },
     /// Prove the key with bcrypt first, then admit the request again.
     Prove(Proof),
 }
 
 impl Admission {
     pub(super) fn refuse(refusal: Refusal, info: RequestInfo) -> Self {
-        Admission::Refuse(Rejected::new(refusal, info))
+        Admission::Refuse {
+            refusal,
+            info,
+            caller: None,
+        }
     }
 }
 
@@ -171,61 +239,40 @@ pub(super) struct Proof {
     pub(super) presented: prove::Presented,
 }
 
-/// A request keygate answers itself, with what its log line needs.
-pub(super) struct Rejected {
-    pub(super) refusal: Refusal,
-    pub(super) info: RequestInfo,
-    /// User and key id, when a valid key was refused (scope, blocked user,
-    /// or an upstream failure).
-    pub(super) identity: Option<Caller>,
-}
-
-impl Rejected {
-    pub(super) fn new(refusal: Refusal, info: RequestInfo) -> Self {
-        Rejected {
-            refusal,
-            info,
-            identity: None,
-        }
-    }
-}
-
 /// A request ready for the upstream, with what its log line needs.
 pub(super) struct Admitted {
     pub(super) request: Request<TimedBody<RequestBody>>,
     pub(super) info: RequestInfo,
-    /// The client's side of a requested protocol upgrade, and the
-    /// `Upgrade` value it offered.
-    pub(super) upgrade: Option<(OnUpgrade, http::HeaderValue)>,
+    pub(super) upgrade: Option<ClientUpgrade>,
 }
 
-/// How a forwarded request was authenticated, kept past the snapshot:
-/// anonymous, or a key (with what is left of its rate limit, if it has
-/// one, for the `RateLimit` response fields).
-pub(super) enum Forwarded {
+/// Who a forwarded request was authenticated as, kept past the snapshot:
+/// nobody (an anonymous request), or a key's caller, with what is left of
+/// its rate limit, if it has one, for the `RateLimit` response fields.
+pub(super) enum Authenticated {
     Anonymous,
     Key(Caller, Option<Quota>),
 }
 
-impl Forwarded {
+impl Authenticated {
     pub(super) fn outcome(&self) -> &'static str {
         match self {
-            Forwarded::Anonymous => "anonymous",
-            Forwarded::Key { .. } => "forwarded",
+            Authenticated::Anonymous => "anonymous",
+            Authenticated::Key(..) => "forwarded",
         }
     }
 
     pub(super) fn into_caller(self) -> Option<Caller> {
         match self {
-            Forwarded::Anonymous => None,
-            Forwarded::Key(caller, _) => Some(caller),
+            Authenticated::Anonymous => None,
+            Authenticated::Key(caller, _) => Some(caller),
         }
     }
 
     pub(super) fn quota(&self) -> Option<&Quota> {
         match self {
-            Forwarded::Anonymous => None,
-            Forwarded::Key(_, quota) => quota.as_ref(),
+            Authenticated::Anonymous => None,
+            Authenticated::Key(_, quota) => quota.as_ref(),
         }
     }
 }

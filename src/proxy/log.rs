@@ -3,9 +3,12 @@
 //!
 //! A [`PendingLog`] is created when keygate knows the status, travels inside
 //! the [`super::body::ResponseBody`], and is completed exactly once: when
-//! the body ends, or when it is dropped early (the client went away), in
-//! which case the outcome becomes `incomplete`. Completing it counts the
-//! request in the metrics and, when the access log is on, writes the line.
+//! the body ends, or when it is dropped before that. The outcome becomes
+//! `incomplete` when the body failed mid-stream, or when it was dropped
+//! after some of it was sent (the client went away); a body dropped before
+//! any byte was sent (an empty body is never polled) keeps its outcome.
+//! Completing it counts the request in the metrics and, when the access
+//! log is on, writes the line.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -15,7 +18,7 @@ use http::{HeaderValue, Method, StatusCode, Uri};
 
 use std::sync::Arc;
 
-use crate::access_log::{AccessLog, Entry};
+use crate::access_log::{AccessLog, Line};
 use crate::keys::KeyId;
 use crate::metrics::Metrics;
 use crate::timestamp::Timestamp;
@@ -125,7 +128,7 @@ impl PendingLog {
         if !self.log.is_enabled() {
             return;
         }
-        let entry = Entry {
+        let line = Line {
             time: self.info.time,
             client: self.info.client,
             method: self.info.method.as_str(),
@@ -137,7 +140,7 @@ impl PendingLog {
             duration_ms: duration,
             bytes: self.bytes,
         };
-        self.log.write(&entry);
+        self.log.write(&line);
     }
 }
 
