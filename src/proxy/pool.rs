@@ -123,3 +123,74 @@ impl Pool {
         stack.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use http::uri::{Authority, Scheme};
+    use tokio::net::TcpListener;
+
+    use super::{Pool, IDLE_TIMEOUT};
+    use crate::config::UpstreamOrigin;
+
+    /// A pool towards a listener that accepts and holds every connection
+    /// (so pooled ones stay open), and the count of connections accepted.
+    async fn pool() -> (Pool, tokio::sync::watch::Receiver<usize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (count, accepted) = tokio::sync::watch::channel(0);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+                count.send_replace(held.len());
+            }
+        });
+        let origin = UpstreamOrigin {
+            scheme: Scheme::HTTP,
+            authority: Authority::try_from(addr.to_string()).unwrap(),
+        };
+        (Pool::new(&origin, None, 1), accepted)
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_reused_until_its_idle_timeout_then_replaced() {
+        let (pool, accepted) = pool().await;
+        let lent = Instant::now();
+        let (conn, pooled) = pool.checkout(lent).await.unwrap();
+        assert!(!pooled, "an empty pool dials");
+        pool.put(conn, lent);
+
+        // Just inside the timeout: the same connection comes back.
+        let almost = lent + IDLE_TIMEOUT - Duration::from_millis(1);
+        let (conn, pooled) = pool.checkout(almost).await.unwrap();
+        assert!(
+            pooled,
+            "a connection idle for less than the timeout is reused"
+        );
+        pool.put(conn, lent);
+
+        // At the timeout: it is dropped and a new one is dialled.
+        let (_conn, pooled) = pool.checkout(lent + IDLE_TIMEOUT).await.unwrap();
+        assert!(!pooled, "a connection idle for the timeout is not reused");
+        let mut accepted = accepted;
+        accepted.wait_for(|n| *n == 2).await.unwrap();
+        assert!(pool.lock().is_empty(), "the expired one was dropped");
+    }
+
+    #[tokio::test]
+    async fn handing_a_connection_back_expires_the_stale_ones() {
+        let (pool, _accepted) = pool().await;
+        let start = Instant::now();
+        let (stale, _) = pool.checkout(start).await.unwrap();
+        let (fresh, _) = pool.checkout(start).await.unwrap();
+        pool.put(stale, start);
+        assert_eq!(pool.lock().len(), 1);
+        pool.put(fresh, start + IDLE_TIMEOUT);
+        assert_eq!(pool.lock().len(), 1, "the stale connection was expired");
+        let (_conn, pooled) = pool.checkout(start + IDLE_TIMEOUT).await.unwrap();
+        assert!(pooled, "the fresh one is lent");
+        assert_eq!(pool.lock().len(), 0);
+    }
+}
