@@ -144,28 +144,34 @@ impl Proxy {
         let time = self.keyring.clock().now();
 
         let version = request.version();
-        let admission = match self.admit(request, settings, &peer, client, time, started) {
-            Admission::Prove(proof) => self.prove(proof, settings, &peer).await,
-            admission => admission,
-        };
-        let (admitted, authenticated) = match admission {
-            Admission::Forward(admitted, authenticated) => (admitted, authenticated),
-            Admission::Refuse {
-                refusal,
-                info,
-                caller,
-            } => return self.refuse(refusal, info, caller, version),
-            // Replaced by another unproven key meanwhile.
-            Admission::Prove(proof) => {
-                return self.refuse(Denied::InvalidKey.into(), proof.info, None, version)
+        // In a block, so that neither the admission nor the admitted request
+        // outlives its unpacking: a local still in scope at the `.await`
+        // below would take its own room in this future.
+        let (request, info, upgrade, authenticated) = {
+            let admission = match self.admit(request, settings, &peer, client, time, started) {
+                Admission::Prove(proof) => self.prove(proof, settings, &peer).await,
+                admission => admission,
+            };
+            match admission {
+                Admission::Forward(admitted, authenticated) => {
+                    let Admitted {
+                        request,
+                        info,
+                        upgrade,
+                    } = admitted;
+                    (request, info, upgrade, authenticated)
+                }
+                Admission::Refuse {
+                    refusal,
+                    info,
+                    caller,
+                } => return self.refuse(refusal, info, caller, version),
+                // Replaced by another unproven key meanwhile.
+                Admission::Prove(proof) => {
+                    return self.refuse(Denied::InvalidKey.into(), proof.info, None, version)
+                }
             }
         };
-        let Admitted {
-            request,
-            info,
-            upgrade,
-        } = admitted;
-
         let response = match self.send(&live, request).await {
             Ok(response) => response,
             Err(refusal) => {

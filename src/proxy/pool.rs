@@ -85,7 +85,11 @@ impl Pool {
         if let Some(conn) = self.take(now) {
             return Ok((conn, true));
         }
-        let io = self.shared.dialer.connect().await?;
+        // Boxed: dialling (a TLS handshake, for `https://`) is the rare
+        // path, and its state is over 1 KB. Inline, it would sit in every
+        // request's future, which is moved whole when a stream's task is
+        // spawned.
+        let io = Box::pin(self.shared.dialer.connect()).await?;
         Ok((Connection::new(io), false))
     }
 
