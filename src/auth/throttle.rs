@@ -18,9 +18,15 @@
 //! The common case (no failures anywhere) costs one relaxed atomic load:
 //! `tracked` is zero and the shards are never locked. Locks are `std`
 //! mutexes held for a few map operations, never across `.await`.
+//!
+//! Addresses are hashed once per call, with a randomly keyed SipHash (the
+//! addresses are the attacker's to choose), and that one hash picks the
+//! shard and places the entry in it ([`Keyed`]): std's `HashMap` would
+//! otherwise hash the same address again for each lookup, three SipHash
+//! runs per refused key where one will do.
 
 use std::collections::hash_map::{Entry, HashMap};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -44,7 +50,43 @@ impl Failures {
     }
 }
 
-type Shard = HashMap<IpAddr, Failures>;
+/// An address with its keyed hash. Equality is the address's, so two
+/// addresses whose hashes collide are still two entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Keyed {
+    hash: u64,
+    addr: IpAddr,
+}
+
+impl Hash for Keyed {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The shards' hasher: hands back the hash [`Keyed`] already carries.
+#[derive(Debug, Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `Keyed` is hashed here, through `write_u64`; this keeps any
+        // other use correct, if slower.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+}
+
+type Shard = HashMap<Keyed, Failures, BuildHasherDefault<PassThrough>>;
 
 /// Failure counts per client address.
 #[derive(Debug)]
@@ -65,25 +107,35 @@ impl Throttle {
     /// An empty throttle.
     pub fn new() -> Self {
         Throttle {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
             tracked: AtomicUsize::new(0),
             hasher: RandomState::new(),
         }
     }
 
-    /// The key an address is counted under: IPv4 as is, IPv6 by /64.
-    fn key(addr: IpAddr) -> IpAddr {
-        match canonical_ip(addr) {
+    /// The key an address is counted under: IPv4 as is, IPv6 by /64,
+    /// with its hash.
+    fn key(&self, addr: IpAddr) -> Keyed {
+        let addr = match canonical_ip(addr) {
             IpAddr::V6(v6) => {
                 let bits = u128::from(v6) & !((1u128 << 64) - 1);
                 IpAddr::V6(Ipv6Addr::from(bits))
             }
             v4 => v4,
+        };
+        Keyed {
+            hash: self.hasher.hash_one(addr),
+            addr,
         }
     }
 
-    fn shard(&self, key: &IpAddr) -> MutexGuard<'_, Shard> {
-        let index = (self.hasher.hash_one(key) as usize) % SHARDS;
+    fn shard(&self, key: &Keyed) -> MutexGuard<'_, Shard> {
+        // Bits the map does not use: it places entries by the low bits and
+        // tags them with the top seven, so a shard choice from either would
+        // leave part of each shard's table empty.
+        let index = (key.hash >> 40) as usize % SHARDS;
         // Counts are plain numbers: a panic mid-update cannot break them.
         self.shards[index]
             .lock()
@@ -95,7 +147,7 @@ impl Throttle {
         if self.tracked.load(Ordering::Relaxed) == 0 {
             return false;
         }
-        let key = Self::key(addr);
+        let key = self.key(addr);
         let shard = self.shard(&key);
         shard
             .get(&key)
@@ -104,7 +156,7 @@ impl Throttle {
 
     /// Counts one failure for `addr`.
     pub fn record_failure(&self, addr: IpAddr, limits: &ThrottleLimits, now: Instant) {
-        let key = Self::key(addr);
+        let key = self.key(addr);
         let mut shard = self.shard(&key);
         let capacity = (limits.max_tracked / SHARDS).max(1);
         if !shard.contains_key(&key)
@@ -141,7 +193,7 @@ impl Throttle {
         if self.tracked.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let key = Self::key(addr);
+        let key = self.key(addr);
         if self.shard(&key).remove(&key).is_some() {
             self.tracked.fetch_sub(1, Ordering::Relaxed);
         }
@@ -201,6 +253,24 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
     use std::time::Duration;
+
+    #[test]
+    fn addresses_whose_hashes_collide_are_still_counted_apart() {
+        let mut shard = Shard::default();
+        let one = Keyed {
+            hash: 7,
+            addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        };
+        let two = Keyed {
+            hash: 7,
+            addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
+        };
+        let latest = Instant::now();
+        shard.insert(one, Failures { count: 5, latest });
+        shard.insert(two, Failures { count: 1, latest });
+        assert_eq!(shard.len(), 2);
+        assert_eq!(shard[&one].count, 5);
+    }
 
     fn limits(max: u32, max_tracked: usize) -> ThrottleLimits {
         ThrottleLimits {
