@@ -18,8 +18,14 @@
 # a timed `wrk -t1 -c$CONNS` run (right key, then wrong key), off again,
 # and Ir / requests.
 #
+# PROTO=h2 measures HTTP/2 over TLS instead: keygate serves a throwaway
+# ECDSA P-256 certificate, the load is `h2load -t1 -c$CONNS -m8`, and the
+# TLS handshakes of the timed run (h2load opens its connections inside
+# it) are subtracted, so the figure is the steady state per request.
+# KEEP=1 keeps the work directory (profiles for callgrind_annotate).
+#
 #   benches/instructions.sh OLD_BIN NEW_BIN [MORE_BINS...]
-#   ROUNDS=2 SECS=8 CONNS=16 BASE_PORT=18600
+#   ROUNDS=2 SECS=8 CONNS=16 BASE_PORT=18600 PROTO=h1|h2 KEEP=
 set -euo pipefail
 (($# >= 1)) || {
     echo "usage: $0 KEYGATE_BIN..." >&2
@@ -30,9 +36,19 @@ SECS=${SECS:-8}
 CONNS=${CONNS:-16}
 BASE_PORT=${BASE_PORT:-18600}
 PATH_Q="/api/bench/items?page=2"
-for tool in valgrind callgrind_control nginx wrk curl; do
+PROTO=${PROTO:-h1}
+tools=(valgrind callgrind_control nginx curl)
+case $PROTO in
+h1) tools+=(wrk) ;;
+h2) tools+=(h2load openssl) ;;
+*)
+    echo "instructions.sh: PROTO is h1 or h2" >&2
+    exit 2
+    ;;
+esac
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || {
-        echo "instructions.sh: needs $tool (apt-get install valgrind nginx-light wrk curl)" >&2
+        echo "instructions.sh: needs $tool (apt-get install valgrind nginx-light wrk curl nghttp2-client openssl)" >&2
         exit 1
     }
 done
@@ -64,6 +80,27 @@ EOC
 nginx -e "$WORK/up/error.log" -c "$WORK/up/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
 
+SCHEME=http TLS_CONF=""
+if [[ $PROTO == h2 ]]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=localhost -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+    SCHEME=https
+    TLS_CONF=$'[proxy.tls]\n'"cert = \"$WORK/cert.pem\""$'\n'"key = \"$WORK/key.pem\""
+fi
+
+# load SECONDS AUTH: the load for one run; prints the number of requests
+# answered.
+load() {
+    local url="$SCHEME://127.0.0.1:$KG$PATH_Q" out
+    if [[ $PROTO == h2 ]]; then
+        out=$(h2load -t1 -c"$CONNS" -m8 -D"$1" -H "$2" "$url")
+        printf '%s\n' "$out" | awk '/^requests:/ { print $6 }'
+    else
+        out=$(wrk -t1 -c"$CONNS" -d"${1}s" -H "$2" "$url")
+        printf '%s\n' "$out" | awk '/requests in/ { print $1 }'
+    fi
+}
+
 # measure BIN KIND: prints "Ir requests memfns".
 measure() {
     local bin=$1 kind=$2 dir vg key auth out reqs file
@@ -73,6 +110,7 @@ measure() {
 listen = "127.0.0.1:$KG"
 upstream = "http://127.0.0.1:$UP"
 worker_threads = 1
+$TLS_CONF
 [admin]
 listen = "127.0.0.1:$ADM"
 [store]
@@ -93,18 +131,23 @@ EOC
     done
     key=$("$bin" keys create --admin "http://127.0.0.1:$ADM" --user bench --name bench --path /api/ 2>/dev/null)
     [[ $kind == wrong ]] && key=${key:0:16}$(printf 'A%.0s' {1..28})
-    auth="Authorization: Basic $(printf 'haplo:%s' "$key" | base64 -w0)"
-    wrk -t1 -c"$CONNS" -d3s -H "$auth" "http://127.0.0.1:$KG$PATH_Q" >/dev/null
+    auth="authorization: Basic $(printf 'haplo:%s' "$key" | base64 -w0)"
+    load 3 "$auth" >/dev/null
     callgrind_control -i on "$vg" >/dev/null 2>&1
-    out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" -H "$auth" "http://127.0.0.1:$KG$PATH_Q")
+    reqs=$(load "$SECS" "$auth")
     callgrind_control -i off "$vg" >/dev/null 2>&1
     callgrind_control -d "$vg" >/dev/null 2>&1
     kill "$vg"
     wait "$vg" 2>/dev/null || true
-    reqs=$(printf '%s\n' "$out" | awk '/requests in/ { print $1 }')
     file=$(ls -S "$dir"/cg.out* | head -1)
     local ir mem
     ir=$(awk '/^totals:/ { print $2 }' "$file")
+    if [[ $PROTO == h2 ]]; then
+        local handshakes
+        handshakes=$(callgrind_annotate --inclusive=yes "$file" 2>/dev/null |
+            awk '/MidHandshake<.*>::poll/ { gsub(",", "", $1); print $1; exit }')
+        ir=$((ir - ${handshakes:-0}))
+    fi
     mem=$(callgrind_annotate --threshold=100 "$file" 2>/dev/null |
         awk '/__mem(cpy|move|set)/ { gsub(",", "", $1); s += $1 } END { print s + 0 }')
     echo "$ir $reqs $mem"
@@ -126,7 +169,7 @@ done
 echo
 echo "## User-space instructions per request (callgrind; $(date -u +%Y-%m-%dT%H:%MZ))"
 echo
-echo "wrk -t1 -c$CONNS -d${SECS}s per measurement, $ROUNDS rounds, mean over rounds. \"without mem*\" leaves out memcpy/memmove/memset, which callgrind counts per byte-ish iteration."
+echo "$PROTO: $([[ $PROTO == h2 ]] && echo "h2load -t1 -c$CONNS -m8 -D$SECS over TLS, handshakes subtracted" || echo "wrk -t1 -c$CONNS -d${SECS}s") per measurement, $ROUNDS rounds, mean over rounds. \"without mem*\" leaves out memcpy/memmove/memset, which callgrind counts per byte-ish iteration."
 echo
 echo "| build | right key: Ir/request | without mem* | wrong key: Ir/request | without mem* |"
 echo "|---|---:|---:|---:|---:|"
