@@ -32,9 +32,13 @@
 //! - the connection fails with "incomplete message" (EOF inside a head):
 //!   `Incomplete`; with any other error (parse errors, head too large):
 //!   `Refused`;
-//! - it finishes cleanly after a request that closes the connection
-//!   (`Connection: close`, HTTP/1.0 without `Connection: keep-alive`, or a
-//!   `CONNECT` that a 200 turns into a tunnel): `Closed`; otherwise `Clean`.
+//! - it finishes cleanly without having read EOF, so it closed the
+//!   connection itself after the last request: `Closed`. This is observed,
+//!   not predicted from headers, because hyper closes for more reasons than
+//!   `Connection: close` and HTTP/1.0 without keep-alive: a `CONNECT` that
+//!   a 200 turns into a tunnel, a request with both `Transfer-Encoding` and
+//!   `Content-Length` (RFC 9112 6.1), ...;
+//! - it finishes cleanly after reading EOF at a request boundary: `Clean`.
 //!
 //! Only requests whose body was received whole are listed: one cut short
 //! or broken mid-body shows only in the `End`.
@@ -91,6 +95,8 @@ struct Shared {
     eof: AtomicBool,
     /// Bumped on every read, write and body frame: what "progress" means.
     progress: AtomicUsize,
+    /// A read returned EOF: hyper asked for more after the input ran out.
+    eof_read: AtomicBool,
 }
 
 impl Read for MemoryIo {
@@ -104,6 +110,9 @@ impl Read for MemoryIo {
         if n == 0 && !this.shared.eof.load(Ordering::Relaxed) {
             // The driver polls again without a wake-up.
             return Poll::Pending;
+        }
+        if n == 0 {
+            this.shared.eof_read.store(true, Ordering::Relaxed);
         }
         buf.put_slice(&this.input[this.at..this.at + n]);
         this.at += n;
@@ -200,10 +209,10 @@ pub fn hyper_split(input: &[u8]) -> (Vec<ParsedRequest>, End) {
         (Some(end), _) => end,
         (None, Err(error)) if error.is_incomplete_message() => End::Incomplete,
         (None, Err(_)) => End::Refused,
-        (None, Ok(())) => match log.requests.last() {
-            Some(last) if closes(last) => End::Closed,
-            _ => End::Clean,
-        },
+        // hyper finished without reading EOF: it closed the connection
+        // itself after the last request, whatever the reason.
+        (None, Ok(())) if !shared.eof_read.load(Ordering::Relaxed) => End::Closed,
+        (None, Ok(())) => End::Clean,
     };
     (log.requests.clone(), end)
 }
@@ -265,23 +274,6 @@ fn caused_by_eof(error: &hyper::Error) -> bool {
         cause = error.source();
     }
     false
-}
-
-/// Whether hyper closes the connection after answering `request` with a
-/// 200: `Connection: close`, HTTP/1.0 without `Connection: keep-alive`, or
-/// `CONNECT` (a 200 makes the rest a tunnel, not requests).
-fn closes(request: &ParsedRequest) -> bool {
-    let tokens = || {
-        request
-            .headers
-            .iter()
-            .filter(|(name, _)| name == b"connection")
-            .flat_map(|(_, value)| value.split(|&b| b == b','))
-            .map(|token| token.trim_ascii())
-    };
-    request.method == b"CONNECT"
-        || tokens().any(|t| t.eq_ignore_ascii_case(b"close"))
-        || (request.version == 0 && !tokens().any(|t| t.eq_ignore_ascii_case(b"keep-alive")))
 }
 
 /// A request reduced to what both parsers can be compared on: the target
@@ -423,6 +415,16 @@ mod tests {
         let (requests, end) =
             hyper_split(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
         assert_eq!((requests.len(), end), (2, End::Clean));
+    }
+
+    #[test]
+    fn hyper_closes_after_te_with_cl_without_being_told() {
+        let (requests, end) = hyper_split(
+            b"POST / HTTP/1.1\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG",
+        );
+        assert_eq!((requests.len(), end), (1, End::Closed));
+        let (requests, end) = hyper_split(b"CONNECT a:443 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+        assert_eq!((requests.len(), end), (1, End::Closed));
     }
 
     #[test]
