@@ -795,3 +795,42 @@ proptest! {
         prop_assert_eq!(grouped(&decoded.trailers), grouped(&kept));
     }
 }
+
+/// The chunked-fragment and response-head generators are only useful if
+/// they reach every outcome often: bodies that end, fail and run short;
+/// heads that are accepted and refused for framing.
+#[test]
+fn the_framing_generators_reach_every_outcome() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let (mut ended, mut failed, mut short) = (0, 0, 0);
+    let bodies = chunked_fragments();
+    for _ in 0..2000 {
+        let body = bodies.new_tree(&mut runner).expect("a value").current();
+        match decode_body(BodyFraming::Chunked, &[&body]).end {
+            BodyEnd::Ended { .. } => ended += 1,
+            BodyEnd::Error(_) => failed += 1,
+            BodyEnd::Truncated => short += 1,
+            BodyEnd::Eof => unreachable!(),
+        }
+    }
+    assert!(
+        ended >= 100 && failed >= 100 && short >= 100,
+        "ended {ended}, failed {failed}, short {short}"
+    );
+    let (mut accepted, mut refused) = (0, 0);
+    let heads = response_head();
+    for _ in 0..2000 {
+        let (head, head_request) = heads.new_tree(&mut runner).expect("a value").current();
+        match parse_response_head(head.as_bytes(), head_request) {
+            Ok(Some(_)) => accepted += 1,
+            Err(HeadError::Framing(_)) => refused += 1,
+            other => panic!("{other:?}: {head}"),
+        }
+    }
+    assert!(
+        accepted >= 300 && refused >= 300,
+        "accepted {accepted}, refused {refused}"
+    );
+}
