@@ -33,7 +33,7 @@ pub(crate) struct Head {
     pub(crate) headers: HeaderMap,
     /// A reason phrase other than the status's canonical one, kept so the
     /// client sees what the application wrote (hyper's server writes it).
-    pub(crate) reason: Option<hyper::ext::ReasonPhrase>,
+    pub(super) reason: Option<hyper::ext::ReasonPhrase>,
     /// How the body is delimited.
     pub(crate) framing: Framing,
     /// Whether the connection may carry another request after this
