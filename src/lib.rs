@@ -62,6 +62,9 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod fleet;
+// Hooks for fuzz/ and tests/properties.rs only; not an API (see its doc).
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod haplo;
 pub mod keys;
 pub mod metrics;

@@ -28,7 +28,7 @@ mod pool;
 mod prove;
 mod refusal;
 mod upgrade;
-mod upstream;
+pub(crate) mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;

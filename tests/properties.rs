@@ -8,6 +8,13 @@
 //! - Header hygiene: whatever headers a client sends, the only identity and
 //!   key-id headers that leave keygate (in any case, `_` or `-` spelling)
 //!   are the ones it set itself.
+//! - Issue 13: the upstream leg's response framing. Heads with any mix of
+//!   framing headers are refused exactly when RFC 9112 6.3 (made strict,
+//!   as `proxy::upstream::response` documents) says so; a body decodes the
+//!   same whatever the reads' boundaries; a `Content-Length` body is that
+//!   many bytes; valid chunked encodings round-trip. The fuzz targets
+//!   `upstream_response` and `chunked_roundtrip` check the same with
+//!   libFuzzer, which CI does not run.
 //!
 //! Inputs are built from the fragments attacks are made of (dots, encoded
 //! separators, `%25`, `;`, `\`, `?`, `#`, `_`-aliases), mixed with
@@ -21,6 +28,9 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Uri;
 use keygate::auth::credentials::parse_basic;
 use keygate::config::{Config, ProxySettings};
+use keygate::fuzzing::{
+    decode_body, parse_response_head, BodyEnd, BodyFraming, FramingError, HeadError,
+};
 use keygate::keys::{ApiKey, Entry, KeyRecord, UserId};
 use keygate::proxy::headers::{rewrite_request, Peer};
 use keygate::scope::Scope;
@@ -500,4 +510,327 @@ fn every_accepted_target_is_also_an_acceptable_prefix_scope() {
         let scope = Scope::parse(target);
         assert!(scope.is_ok(), "prefix scope {target:?}: {:?}", scope.err());
     }
+}
+
+// ---------------------------------------------------------------------------
+// Upstream response framing (issue 13)
+// ---------------------------------------------------------------------------
+
+/// A response head built from the lines framing attacks are made of.
+fn response_head() -> impl Strategy<Value = (String, bool)> {
+    let version = prop::sample::select(vec!["HTTP/1.1", "HTTP/1.0"]);
+    let status = prop::sample::select(vec![200u16, 204, 304, 101, 404, 100]);
+    let line = prop_oneof![
+        Just("Content-Length: 5".to_owned()),
+        Just("Content-Length: 5, 5".to_owned()),
+        Just("content-length: 7".to_owned()),
+        Just("Content-Length: +5".to_owned()),
+        Just("Content-Length: 05".to_owned()),
+        Just("Content-Length:".to_owned()),
+        Just("Transfer-Encoding: chunked".to_owned()),
+        Just("transfer-encoding: CHUNKED".to_owned()),
+        Just("Transfer-Encoding: gzip, chunked".to_owned()),
+        Just("Transfer-Encoding: chunked, chunked".to_owned()),
+        Just("Transfer-Encoding: ,".to_owned()),
+        Just("Transfer-Encoding: identity".to_owned()),
+        Just("Connection: close".to_owned()),
+        Just("Connection: keep-alive".to_owned()),
+        Just("Connection: Keep-Alive, Upgrade".to_owned()),
+        "X-[a-z]{1,3}: [ -~]{0,6}",
+    ];
+    (
+        version,
+        status,
+        prop::collection::vec(line, 0..5),
+        any::<bool>(),
+    )
+        .prop_map(|(version, status, lines, head_request)| {
+            let mut head = format!("{version} {status} X\r\n");
+            for line in lines {
+                head.push_str(&line);
+                head.push_str("\r\n");
+            }
+            head.push_str("\r\n");
+            (head, head_request)
+        })
+}
+
+/// What RFC 9112 6.3, made strict, says of `head`: every framing error that
+/// applies, or the framing and whether the connection is reused. Written
+/// from the module doc, not from its code.
+fn framing_model(head: &str, head_request: bool) -> Result<(BodyFraming, bool), Vec<FramingError>> {
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let http10 = status_line.starts_with("HTTP/1.0");
+    let status: u16 = status_line[9..12].parse().expect("a status");
+    let (mut lengths, mut length_header, mut te, mut codings) = (Vec::new(), false, false, vec![]);
+    let (mut close, mut keep_alive) = (false, false);
+    let mut errors = Vec::new();
+    for line in lines.filter(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':').expect("name: value");
+        let parts = value.split(',').map(|p| p.trim_matches([' ', '\t']));
+        match name.to_ascii_lowercase().as_str() {
+            "content-length" => {
+                length_header = true;
+                for part in parts {
+                    if part.is_empty()
+                        || part.len() > 19
+                        || !part.bytes().all(|b| b.is_ascii_digit())
+                    {
+                        errors.push(FramingError::InvalidContentLength);
+                    } else {
+                        lengths.push(part.parse::<u64>().expect("digits"));
+                    }
+                }
+            }
+            "transfer-encoding" => {
+                te = true;
+                codings.extend(parts.filter(|c| !c.is_empty()).map(str::to_ascii_lowercase));
+            }
+            "connection" => {
+                for token in parts {
+                    close |= token.eq_ignore_ascii_case("close");
+                    keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+                }
+            }
+            _ => {}
+        }
+    }
+    if lengths.windows(2).any(|w| w[0] != w[1]) {
+        errors.push(FramingError::InvalidContentLength);
+    }
+    if te {
+        if length_header {
+            errors.push(FramingError::LengthAndChunked);
+        }
+        if http10 {
+            errors.push(FramingError::TransferEncodingInHttp10);
+        }
+        if codings != ["chunked"] {
+            errors.push(FramingError::UnsupportedTransferEncoding);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let keep_alive = !close && (!http10 || keep_alive);
+    Ok(
+        if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
+            (BodyFraming::Length(0), keep_alive)
+        } else if te {
+            (BodyFraming::Chunked, keep_alive)
+        } else if let Some(&n) = lengths.first() {
+            (BodyFraming::Length(n), keep_alive)
+        } else {
+            (BodyFraming::Close, false)
+        },
+    )
+}
+
+/// A chunked body that is sometimes valid and often not: sizes, extensions,
+/// line ends (bare LF, bare CR), data and trailers in any order.
+fn chunked_fragments() -> impl Strategy<Value = Vec<u8>> {
+    let fragment = prop_oneof![
+        3 => prop::sample::select(vec![
+            "0", "1", "5", "a", "F", "10", "0000000000000003", "fffffffffffffffff",
+            "\r\n", "\r\n", "\n", "\r", ";x=y", " ;a", "\t", "hello", "abc",
+            "0\r\n\r\n", "0\r\nT: v\r\n\r\n", "0\r\nContent-Length: 1\r\n\r\n", "-1", "0x5",
+            "Bad Name: v\r\n", ":\r\n",
+        ])
+        .prop_map(|f| f.as_bytes().to_vec()),
+        1 => prop::collection::vec(any::<u8>(), 1..8),
+    ];
+    prop::collection::vec(fragment, 0..16).prop_map(|f| f.concat())
+}
+
+/// Valid chunks: the data of each, the size's spelling (leading zeros,
+/// upper case), an optional extension; then trailers and a suffix.
+#[allow(clippy::type_complexity)]
+fn chunked_parts() -> impl Strategy<
+    Value = (
+        Vec<(Vec<u8>, usize, bool, Option<&'static str>)>,
+        Vec<(&'static str, String)>,
+        Vec<u8>,
+    ),
+> {
+    let chunk = (
+        prop::collection::vec(any::<u8>(), 1..64),
+        0usize..8,
+        any::<bool>(),
+        prop::option::of(prop::sample::select(vec![
+            ";a=b",
+            " ; n=\"q;\"",
+            "\t;x",
+            ";\u{e9}",
+        ])),
+    );
+    let trailer = (
+        prop::sample::select(vec![
+            "x-sum",
+            "Server-Timing",
+            "Content-Length",
+            "Connection",
+            "etag",
+        ]),
+        "v[a-z0-9 ;=]{0,8}z",
+    );
+    (
+        prop::collection::vec(chunk, 0..6),
+        prop::collection::vec(trailer, 0..4),
+        prop::collection::vec(any::<u8>(), 0..16),
+    )
+}
+
+/// Split points for feeding `len` bytes in three reads.
+fn splits(len: usize, a: usize, b: usize) -> (usize, usize) {
+    let (x, y) = (a % (len + 1), b % (len + 1));
+    (x.min(y), x.max(y))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    #[test]
+    fn response_framing_is_refused_exactly_when_rfc_9112_says((head, head_request) in response_head()) {
+        let parsed = parse_response_head(head.as_bytes(), head_request);
+        match (parsed, framing_model(&head, head_request)) {
+            (Ok(Some(parsed)), Ok(want)) => {
+                prop_assert_eq!((parsed.framing, parsed.keep_alive), want, "{}", head);
+                prop_assert_eq!(parsed.len, head.len());
+            }
+            (Err(HeadError::Framing(error)), Err(errors)) => {
+                prop_assert!(errors.contains(&error), "{:?} not in {:?}: {}", error, errors, head);
+            }
+            (parsed, want) => prop_assert!(false, "{:?} but the model says {:?}: {}", parsed, want, head),
+        }
+    }
+
+    #[test]
+    fn a_chunked_body_decodes_the_same_whatever_the_reads(
+        body in chunked_fragments(),
+        a in any::<usize>(),
+        b in any::<usize>(),
+    ) {
+        let (x, y) = splits(body.len(), a, b);
+        let whole = decode_body(BodyFraming::Chunked, &[&body]);
+        let three = decode_body(BodyFraming::Chunked, &[&body[..x], &body[x..y], &body[y..]]);
+        prop_assert_eq!(&three, &whole, "split at {}, {}", x, y);
+        let bytes: Vec<&[u8]> = body.chunks(1).collect();
+        prop_assert_eq!(&decode_body(BodyFraming::Chunked, &bytes), &whole, "byte by byte");
+        prop_assert!(whole.data.len() <= body.len());
+        prop_assert!(whole.end != BodyEnd::Eof);
+        if let BodyEnd::Ended { rest } = &whole.end {
+            prop_assert!(whole.data.len() + rest.len() + 5 <= body.len());
+            prop_assert!(body.ends_with(rest));
+        }
+    }
+
+    #[test]
+    fn a_content_length_body_is_exactly_that_long(
+        body in prop::collection::vec(any::<u8>(), 0..64),
+        length in 0u64..80,
+        a in any::<usize>(),
+        b in any::<usize>(),
+    ) {
+        let (x, y) = splits(body.len(), a, b);
+        let decoded =
+            decode_body(BodyFraming::Length(length), &[&body[..x], &body[x..y], &body[y..]]);
+        match usize::try_from(length).expect("small") {
+            n if n <= body.len() => {
+                prop_assert_eq!(&decoded.data[..], &body[..n]);
+                prop_assert_eq!(decoded.end, BodyEnd::Ended { rest: body[n..].to_vec() });
+            }
+            _ => {
+                prop_assert_eq!(&decoded.data, &body);
+                prop_assert_eq!(decoded.end, BodyEnd::Truncated);
+            }
+        }
+    }
+
+    #[test]
+    fn valid_chunked_encodings_round_trip(
+        (chunks, trailers, suffix) in chunked_parts(),
+        a in any::<usize>(),
+        b in any::<usize>(),
+    ) {
+        let mut wire = Vec::new();
+        let mut data = Vec::new();
+        let size_line = |wire: &mut Vec<u8>, size: usize, zeros: usize, upper: bool, ext: Option<&str>| {
+            let digits = if upper { format!("{size:X}") } else { format!("{size:x}") };
+            wire.extend(std::iter::repeat_n(b'0', zeros.min(16 - digits.len())));
+            wire.extend_from_slice(digits.as_bytes());
+            wire.extend_from_slice(ext.unwrap_or("").as_bytes());
+            wire.extend_from_slice(b"\r\n");
+        };
+        for (piece, zeros, upper, ext) in &chunks {
+            size_line(&mut wire, piece.len(), *zeros, *upper, *ext);
+            wire.extend_from_slice(piece);
+            wire.extend_from_slice(b"\r\n");
+            data.extend_from_slice(piece);
+        }
+        size_line(&mut wire, 0, 2, false, None);
+        let mut kept: Vec<(String, Vec<u8>)> = Vec::new();
+        for (name, value) in &trailers {
+            wire.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+            let lower = name.to_ascii_lowercase();
+            if !["content-length", "connection"].contains(&lower.as_str()) {
+                kept.push((lower, value.clone().into_bytes()));
+            }
+        }
+        wire.extend_from_slice(b"\r\n");
+        wire.extend_from_slice(&suffix);
+
+        let (x, y) = splits(wire.len(), a, b);
+        let decoded = decode_body(BodyFraming::Chunked, &[&wire[..x], &wire[x..y], &wire[y..]]);
+        prop_assert_eq!(&decoded.data, &data);
+        prop_assert_eq!(&decoded.end, &BodyEnd::Ended { rest: suffix.clone() });
+        // A HeaderMap groups values by name: compare per name, in order.
+        let grouped = |fields: &[(String, Vec<u8>)]| {
+            let mut map = std::collections::BTreeMap::<String, Vec<Vec<u8>>>::new();
+            for (name, value) in fields {
+                map.entry(name.clone()).or_default().push(value.clone());
+            }
+            map
+        };
+        prop_assert_eq!(grouped(&decoded.trailers), grouped(&kept));
+    }
+}
+
+/// The chunked-fragment and response-head generators are only useful if
+/// they reach every outcome often: bodies that end, fail and run short;
+/// heads that are accepted and refused for framing.
+#[test]
+fn the_framing_generators_reach_every_outcome() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let (mut ended, mut failed, mut short) = (0, 0, 0);
+    let bodies = chunked_fragments();
+    for _ in 0..2000 {
+        let body = bodies.new_tree(&mut runner).expect("a value").current();
+        match decode_body(BodyFraming::Chunked, &[&body]).end {
+            BodyEnd::Ended { .. } => ended += 1,
+            BodyEnd::Error(_) => failed += 1,
+            BodyEnd::Truncated => short += 1,
+            BodyEnd::Eof => unreachable!(),
+        }
+    }
+    assert!(
+        ended >= 100 && failed >= 100 && short >= 100,
+        "ended {ended}, failed {failed}, short {short}"
+    );
+    let (mut accepted, mut refused) = (0, 0);
+    let heads = response_head();
+    for _ in 0..2000 {
+        let (head, head_request) = heads.new_tree(&mut runner).expect("a value").current();
+        match parse_response_head(head.as_bytes(), head_request) {
+            Ok(Some(_)) => accepted += 1,
+            Err(HeadError::Framing(_)) => refused += 1,
+            other => panic!("{other:?}: {head}"),
+        }
+    }
+    assert!(
+        accepted >= 300 && refused >= 300,
+        "accepted {accepted}, refused {refused}"
+    );
 }

@@ -47,13 +47,15 @@ static ALICE: LazyLock<Arc<Entry>> = LazyLock::new(|| {
     let key = ApiKey::generate().expect("OS randomness");
     let record = KeyRecord {
         id: key.id(),
-        hash: key.secret_hash(),
+        hash: keygate::keys::KeyHash::Blake3(key.secret_hash()),
         user: UserId::parse("alice").expect("valid user"),
         name: "fuzz".to_owned(),
         scope: Scope::parse("/").expect("valid scope"),
         created_at: Timestamp::now(),
         expires_at: None,
         last_used_at: None,
+        origin: keygate::keys::Origin::Keygate,
+        policy: Default::default(),
     };
     Entry::new(record)
 });

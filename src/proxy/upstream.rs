@@ -29,10 +29,10 @@
 
 mod body;
 mod connection;
-mod decoder;
-mod error;
+pub(crate) mod decoder;
+pub(crate) mod error;
 mod request;
-mod response;
+pub(crate) mod response;
 mod transport;
 
 use std::future::poll_fn;

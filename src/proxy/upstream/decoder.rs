@@ -29,7 +29,7 @@ pub(super) const MAX_TRAILERS: usize = 32;
 
 /// How a response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Framing {
+pub(crate) enum Framing {
     /// Exactly this many bytes (0 for no body at all: HEAD, 204, 304).
     Length(u64),
     /// `Transfer-Encoding: chunked`.
@@ -40,7 +40,7 @@ pub(super) enum Framing {
 
 /// What [`Decoder::decode`] found in the buffer.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Decoded {
+pub(crate) enum Decoded {
     /// Body data, in order.
     Data(Bytes),
     /// The trailer fields of a chunked body (never empty); the body has
@@ -54,7 +54,7 @@ pub(super) enum Decoded {
 
 /// The decoding state of one response body.
 #[derive(Debug)]
-pub(super) struct Decoder {
+pub(crate) struct Decoder {
     state: State,
 }
 
@@ -78,7 +78,7 @@ enum State {
 
 impl Decoder {
     /// A decoder for a body with `framing`.
-    pub(super) fn new(framing: Framing) -> Self {
+    pub(crate) fn new(framing: Framing) -> Self {
         let state = match framing {
             Framing::Length(0) => State::Done,
             Framing::Length(n) => State::Length(n),
@@ -89,12 +89,12 @@ impl Decoder {
     }
 
     /// Whether the body has ended.
-    pub(super) fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
     /// The bytes still to come, when known.
-    pub(super) fn remaining(&self) -> Option<u64> {
+    pub(crate) fn remaining(&self) -> Option<u64> {
         match self.state {
             State::Length(n) => Some(n),
             State::Done => Some(0),
@@ -105,7 +105,7 @@ impl Decoder {
     /// Takes the next piece of the body out of `buf`: data, the end, or a
     /// request for more bytes. Bytes after the end of the body stay in
     /// `buf`.
-    pub(super) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, FramingError> {
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, FramingError> {
         loop {
             match self.state {
                 State::Done => return Ok(Decoded::End),
@@ -179,7 +179,7 @@ impl Decoder {
 
     /// The upstream closed the connection: the end of a close-delimited
     /// body, and a truncation of any other.
-    pub(super) fn eof(&mut self) -> Result<(), ()> {
+    pub(crate) fn eof(&mut self) -> Result<(), ()> {
         match self.state {
             State::Close | State::Done => {
                 self.state = State::Done;

@@ -27,19 +27,19 @@ pub(crate) const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 
 /// A parsed response head.
 #[derive(Debug)]
-pub(super) struct Head {
-    pub(super) status: StatusCode,
-    pub(super) version: Version,
-    pub(super) headers: HeaderMap,
+pub(crate) struct Head {
+    pub(crate) status: StatusCode,
+    pub(crate) version: Version,
+    pub(crate) headers: HeaderMap,
     /// A reason phrase other than the status's canonical one, kept so the
     /// client sees what the application wrote (hyper's server writes it).
     pub(super) reason: Option<hyper::ext::ReasonPhrase>,
     /// How the body is delimited.
-    pub(super) framing: Framing,
+    pub(crate) framing: Framing,
     /// Whether the connection may carry another request after this
     /// response (HTTP/1.1 without `Connection: close`, or HTTP/1.0 with
     /// `Connection: keep-alive`; never for a close-delimited body).
-    pub(super) keep_alive: bool,
+    pub(crate) keep_alive: bool,
 }
 
 /// Byte ranges of one header line within the head.
@@ -52,7 +52,7 @@ struct Field {
 /// Parses the response head at the start of `buf`, if it has all arrived,
 /// taking it out of `buf`. `head_request` says the request was `HEAD`
 /// (whose response never has a body, whatever its headers say).
-pub(super) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, ExchangeError> {
+pub(crate) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, ExchangeError> {
     let mut fields = [Field::default(); MAX_HEADERS];
     let (len, status, version, reason, count) = {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
