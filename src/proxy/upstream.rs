@@ -29,7 +29,6 @@
 
 mod body;
 mod connection;
-mod decoder;
 mod error;
 mod request;
 mod response;

@@ -27,7 +27,7 @@ use http_body::{Body, Frame, SizeHint};
 use super::super::body::BodyError;
 use super::super::pool::Pool;
 use super::connection::Connection;
-use super::decoder::{Decoded, Decoder, Framing};
+use crate::http1::decoder::{Decoded, Decoder, Framing};
 use super::error::ReadError;
 use super::request::{SendError, Sender};
 use super::transport::Transport;

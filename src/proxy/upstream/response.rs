@@ -17,7 +17,7 @@ use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Version};
 
-use super::decoder::Framing;
+use crate::http1::decoder::Framing;
 use super::error::{ExchangeError, FramingError};
 
 /// Most header lines in a response head (hyper's client default).

@@ -1,11 +1,13 @@
-//! Splitting a response body out of the upstream's byte stream by its
-//! framing (RFC 9112 6): a `Content-Length`, chunked, or everything until
-//! the upstream closes.
+//! Splitting a message body out of a byte stream by its framing (RFC 9112
+//! 6): a `Content-Length`, chunked, or everything until the peer closes.
+//! Shared by both legs: the upstream client reads response bodies with it,
+//! and keygate's HTTP/1.1 server reads request bodies with it, so one set
+//! of strict chunked rules (and their tests) guards both.
 //!
 //! Sans-I/O on purpose: [`Decoder::decode`] takes the bytes read so far and
 //! hands back data as `Bytes` split off the read buffer (no copy), so the
 //! framing rules can be tested exhaustively without sockets, and the body
-//! type that owns the socket ([`super::body`]) only decides when to read.
+//! types that own a socket only decide when to read.
 //!
 //! Chunked framing is parsed strictly, since the connection is reused
 //! after it and a misread boundary would hand one response's bytes to the
@@ -18,18 +20,18 @@
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::error::FramingError;
+use super::FramingError;
 
 /// Longest chunk-size line, extensions included.
-pub(super) const MAX_CHUNK_LINE: usize = 4096;
+pub(crate) const MAX_CHUNK_LINE: usize = 4096;
 /// Longest trailer section.
-pub(super) const MAX_TRAILER_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_TRAILER_BYTES: usize = 16 * 1024;
 /// Most trailer fields.
-pub(super) const MAX_TRAILERS: usize = 32;
+pub(crate) const MAX_TRAILERS: usize = 32;
 
-/// How a response body is delimited.
+/// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Framing {
+pub(crate) enum Framing {
     /// Exactly this many bytes (0 for no body at all: HEAD, 204, 304).
     Length(u64),
     /// `Transfer-Encoding: chunked`.
@@ -40,7 +42,7 @@ pub(super) enum Framing {
 
 /// What [`Decoder::decode`] found in the buffer.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Decoded {
+pub(crate) enum Decoded {
     /// Body data, in order.
     Data(Bytes),
     /// The trailer fields of a chunked body (never empty); the body has
@@ -52,9 +54,9 @@ pub(super) enum Decoded {
     NeedMore,
 }
 
-/// The decoding state of one response body.
+/// The decoding state of one message body.
 #[derive(Debug)]
-pub(super) struct Decoder {
+pub(crate) struct Decoder {
     state: State,
 }
 
@@ -78,7 +80,7 @@ enum State {
 
 impl Decoder {
     /// A decoder for a body with `framing`.
-    pub(super) fn new(framing: Framing) -> Self {
+    pub(crate) fn new(framing: Framing) -> Self {
         let state = match framing {
             Framing::Length(0) => State::Done,
             Framing::Length(n) => State::Length(n),
@@ -89,12 +91,12 @@ impl Decoder {
     }
 
     /// Whether the body has ended.
-    pub(super) fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
     /// The bytes still to come, when known.
-    pub(super) fn remaining(&self) -> Option<u64> {
+    pub(crate) fn remaining(&self) -> Option<u64> {
         match self.state {
             State::Length(n) => Some(n),
             State::Done => Some(0),
@@ -105,7 +107,7 @@ impl Decoder {
     /// Takes the next piece of the body out of `buf`: data, the end, or a
     /// request for more bytes. Bytes after the end of the body stay in
     /// `buf`.
-    pub(super) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, FramingError> {
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, FramingError> {
         loop {
             match self.state {
                 State::Done => return Ok(Decoded::End),
@@ -177,9 +179,9 @@ impl Decoder {
         }
     }
 
-    /// The upstream closed the connection: the end of a close-delimited
+    /// The peer closed the connection: the end of a close-delimited
     /// body, and a truncation of any other.
-    pub(super) fn eof(&mut self) -> Result<(), ()> {
+    pub(crate) fn eof(&mut self) -> Result<(), ()> {
         match self.state {
             State::Close | State::Done => {
                 self.state = State::Done;
