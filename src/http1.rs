@@ -43,4 +43,3 @@ pub enum FramingError {
     #[error("invalid trailer section")]
     InvalidTrailers,
 }
-

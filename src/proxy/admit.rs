@@ -9,7 +9,6 @@ use std::time::Instant;
 use http::header::{CONNECTION, HOST, UPGRADE};
 use http::uri::Uri;
 use http::{Request, Version};
-use hyper::upgrade::OnUpgrade;
 
 use super::body::TimedBody;
 use super::headers::{self, Peer};
@@ -19,7 +18,7 @@ use super::{prove, upgrade, Proxy};
 use crate::auth::{self, AuthContext, Credentials, Denied, Identity};
 use crate::config::ProxySettings;
 use crate::keys::Quota;
-use crate::server::RequestBody;
+use crate::server::{OnUpgrade, RequestBody};
 use crate::target::Target;
 use crate::timestamp::Timestamp;
 
@@ -110,7 +109,7 @@ impl Proxy {
         let mut request = request;
         let upgrade = upgrade_protocol
             .clone()
-            .map(|offered| (hyper::upgrade::on(&mut request), offered));
+            .map(|offered| (crate::server::on_upgrade(&mut request), offered));
         let (mut parts, body) = request.into_parts();
         if !parts.headers.contains_key(HOST) {
             // HTTP/2 and absolute-form carry the host in the target.

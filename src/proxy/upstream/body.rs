@@ -27,10 +27,10 @@ use http_body::{Body, Frame, SizeHint};
 use super::super::body::BodyError;
 use super::super::pool::Pool;
 use super::connection::Connection;
-use crate::http1::decoder::{Decoded, Decoder, Framing};
 use super::error::ReadError;
 use super::request::{SendError, Sender};
 use super::transport::Transport;
+use crate::http1::decoder::{Decoded, Decoder, Framing};
 use crate::stall::Stall;
 
 /// The upstream's response body and the connection it arrives on.

@@ -1,0 +1,481 @@
+//! keygate's own HTTP/1.1 server connection, in place of hyper's.
+//!
+//! One task per connection runs [`serve`], a plain loop: read a head
+//! ([`head`]), call the service, write its response ([`encode`]), and
+//! either go round again or close. The request body ([`body`]) reads from
+//! the same socket and buffer while the service runs, polled by this same
+//! task from inside the service's future; there is no dispatcher, no
+//! channel and no second task. Its shape follows the upstream client
+//! (`proxy::upstream`): one read buffer per connection, reused across
+//! requests, with pipelined bytes left in it for the next head; one write
+//! buffer, reused, holding the head and as much of the body as is ready so
+//! a small response goes out in one write; and the same strict body
+//! decoder (`crate::http1::decoder`).
+//!
+//! Timers: one `Sleep` per connection, created with it and never
+//! re-created. It bounds the wait for each request head, which starts
+//! when the connection first has to wait for bytes (at accept, or after a
+//! response: keep-alive idle time counts, as with hyper's
+//! `header_read_timeout`). It is re-armed lazily: each wait only notes its
+//! start, and the sleep, when it fires early for an older deadline, is
+//! reset to the current one. A request whose head is already buffered
+//! never touches the timer. Writes are bounded by the socket's
+//! `WriteTimeout`, body reads by the proxy's own body timeout.
+//!
+//! Graceful shutdown: a connection waiting for a head closes at once; one
+//! inside a request finishes it (answering with `Connection: close` if its
+//! head has not gone yet), then closes.
+//!
+//! A request body not read to its end when the response is complete is
+//! drained from what is already buffered (a little, never waiting); if
+//! that does not reach its end the connection closes, so leftover body
+//! bytes are never parsed as a request.
+
+mod body;
+mod encode;
+mod head;
+mod split;
+mod upgrade;
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use self::body::{lock, Continue, Shared, SharedSource};
+pub(crate) use self::body::{Http1Body, Http1BodyError};
+use self::encode::{Exchange, Framing};
+use self::head::{Head, HeadError};
+// For the differential fuzz target (re-exported by a `fuzzing` module
+// when that lands); only the unit tests use it until then.
+#[allow(unused_imports)]
+pub(crate) use self::split::{split_requests, End, ParsedRequest};
+use self::upgrade::Upgraded;
+pub(crate) use self::upgrade::{on_upgrade, OnUpgrade};
+use super::{stopped, BoxError, ConnSettings, RequestBody};
+use crate::http1::decoder::{Decoded, Framing as BodyFraming};
+
+/// Data frames at least this large are written straight from the body's
+/// buffer instead of being copied into the write buffer.
+const COPY_LIMIT: usize = 16 * 1024;
+/// The write buffer is written out once it holds this much.
+const FLUSH_AT: usize = 64 * 1024;
+/// Most body bytes drained (already buffered) from a request whose body
+/// the service did not read.
+const DRAIN_LIMIT: usize = 64 * 1024;
+/// How long a closing connection keeps reading (and discarding) what the
+/// client still sends, so that its answer is not lost to a reset.
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes discarded while lingering.
+const LINGER_LIMIT: usize = 1024 * 1024;
+
+/// Why a connection ended early. None of these carry request bytes.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnError {
+    /// Reading from the client failed.
+    #[error("reading from the client")]
+    Read(#[source] io::Error),
+    /// Writing to the client failed (or stalled past the write timeout).
+    #[error("writing to the client")]
+    Write(#[source] io::Error),
+    /// A request head was refused with a bare answer.
+    #[error("refused a request")]
+    Refused(#[source] HeadError),
+    /// The response body failed part-way; the response was cut short.
+    #[error("the response body failed")]
+    Body(#[source] BoxError),
+    /// The response body did not match the length its head declared.
+    #[error("the response body did not match its content-length")]
+    Length,
+}
+
+/// What waiting for the next request head came to.
+enum Next {
+    Head(Head),
+    /// Nothing more: the client closed, the header timeout passed, or the
+    /// server is shutting down.
+    Close,
+}
+
+/// Serves HTTP/1.1 on `io` until the client or the server closes it.
+pub(super) async fn serve<I, S, F, B>(
+    io: I,
+    service: S,
+    settings: &ConnSettings,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), ConnError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Fn(Request<RequestBody>) -> F,
+    F: Future<Output = Response<B>>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let shared = Arc::new(Mutex::new(Shared::new(io)));
+    let timeout = settings.header_timeout;
+    let max_head = settings.max_header_bytes;
+    let mut sleep = pin!(tokio::time::sleep_until(Instant::now() + timeout));
+    let mut stopping = pin!(stopped(stop));
+    let mut stop_seen = false;
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut seq: u64 = 0;
+    loop {
+        // ---- the next request head
+        let mut waiting_since: Option<Instant> = None;
+        let next = poll_fn(|cx| {
+            if !stop_seen && stopping.as_mut().poll(cx).is_ready() {
+                stop_seen = true;
+            }
+            if stop_seen {
+                return Poll::Ready(Ok(Next::Close));
+            }
+            let mut guard = lock(&shared);
+            let conn = &mut *guard;
+            loop {
+                if !conn.read.is_empty() {
+                    if let Some(head) = head::parse(&mut conn.read, max_head, |_, _| {})? {
+                        return Poll::Ready(Ok(Next::Head(head)));
+                    }
+                }
+                if conn.eof {
+                    return Poll::Ready(Ok(Next::Close));
+                }
+                match conn.poll_fill(cx) {
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(NextError::Read(error))),
+                    Poll::Pending => break,
+                }
+            }
+            let due = *waiting_since.get_or_insert_with(Instant::now) + timeout;
+            loop {
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                if Instant::now() >= due {
+                    tracing::debug!("no request head within the header timeout");
+                    return Poll::Ready(Ok(Next::Close));
+                }
+                sleep.as_mut().reset(due);
+            }
+        })
+        .await;
+        let head = match next {
+            Ok(Next::Head(head)) => head,
+            Ok(Next::Close) => return Ok(()),
+            Err(NextError::Read(error)) => return Err(ConnError::Read(error)),
+            Err(NextError::Refused(refused)) => {
+                buf.clear();
+                encode::refusal(&mut buf, refused.status());
+                write_all(&shared, &buf).await.map_err(ConnError::Write)?;
+                close(&shared, true).await;
+                return Err(ConnError::Refused(refused));
+            }
+        };
+
+        // ---- the request
+        seq += 1;
+        let Head {
+            method,
+            uri,
+            version,
+            headers,
+            framing,
+            keep_alive,
+            expect_continue,
+            upgrade,
+        } = head;
+        let is_head = method == Method::HEAD;
+        let body = {
+            lock(&shared).begin(seq, framing, expect_continue);
+            if framing == BodyFraming::Length(0) {
+                Http1Body::empty()
+            } else {
+                let source: SharedSource = shared.clone();
+                Http1Body::new(source, seq)
+            }
+        };
+        let mut request = Request::new(RequestBody::Http1(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = version;
+        *request.headers_mut() = headers;
+        let switch = if upgrade && version == Version::HTTP_11 {
+            let (tx, slot) = OnUpgrade::pair();
+            request.extensions_mut().insert(slot);
+            Some(tx)
+        } else {
+            None
+        };
+
+        let mut handling = pin!(service(request));
+        let response = poll_fn(|cx| {
+            if !stop_seen && stopping.as_mut().poll(cx).is_ready() {
+                stop_seen = true;
+            }
+            handling.as_mut().poll(cx)
+        })
+        .await;
+
+        // ---- the response
+        let (parts, body) = response.into_parts();
+        let mut body = pin!(body);
+        {
+            // Too late for `100 Continue`: the answer is the final one.
+            let mut conn = lock(&shared);
+            if conn.interim == Continue::Wanted {
+                conn.interim = Continue::No;
+            }
+        }
+        buf.clear();
+        let exchange = Exchange {
+            version,
+            head: is_head,
+            keep_alive: keep_alive && !stop_seen,
+        };
+        let (framing, keep_alive) = encode::head(&mut buf, &parts, &body.size_hint(), exchange);
+        let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+        drop(parts);
+        if framing == Framing::None {
+            write_all(&shared, &buf).await.map_err(ConnError::Write)?;
+            flush(&shared).await.map_err(ConnError::Write)?;
+        } else if let Err(error) = write_body(&shared, &mut buf, body.as_mut(), framing).await {
+            close(&shared, false).await;
+            return Err(error);
+        }
+
+        // ---- what next
+        if switching {
+            let taken = {
+                let mut conn = lock(&shared);
+                let rest = conn.read.split().freeze();
+                conn.io.take().map(|io| (io, rest))
+            };
+            if let (Some(tx), Some((io, rest))) = (switch, taken) {
+                let _ = tx.send(Upgraded::new(io, rest));
+            }
+            return Ok(());
+        }
+        if !keep_alive {
+            let unread = !drain(&shared);
+            close(&shared, unread).await;
+            return Ok(());
+        }
+        if !drain(&shared) {
+            close(&shared, true).await;
+            return Ok(());
+        }
+    }
+}
+
+/// Why waiting for a head failed.
+enum NextError {
+    Read(io::Error),
+    Refused(HeadError),
+}
+
+impl From<HeadError> for NextError {
+    fn from(error: HeadError) -> Self {
+        NextError::Refused(error)
+    }
+}
+
+/// Writes the body's frames after the head in `buf`, with `framing`.
+async fn write_body<I, B>(
+    shared: &Mutex<Shared<I>>,
+    buf: &mut Vec<u8>,
+    mut body: Pin<&mut B>,
+    framing: Framing,
+) -> Result<(), ConnError>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        _ => u64::MAX,
+    };
+    let mut trailers = None;
+    loop {
+        if body.is_end_stream() {
+            break;
+        }
+        // Take whatever is ready; before waiting for more, send what the
+        // buffer holds, so the client is never kept waiting on us.
+        let polled = poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await;
+        let frame = match polled {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                send(shared, buf).await?;
+                flush(shared).await.map_err(ConnError::Write)?;
+                poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+            }
+        };
+        let frame = match frame {
+            None => break,
+            Some(Ok(frame)) => frame,
+            Some(Err(error)) => {
+                // What did arrive still goes out; the short response and
+                // the close tell the client it was cut.
+                let _ = send(shared, buf).await;
+                return Err(ConnError::Body(error.into()));
+            }
+        };
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                if let Ok(fields) = frame.into_trailers() {
+                    trailers = Some(fields);
+                }
+                continue;
+            }
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if let Framing::Length(_) = framing {
+            let n = data.len() as u64;
+            if n > left {
+                let _ = send(shared, buf).await;
+                return Err(ConnError::Length);
+            }
+            left -= n;
+        }
+        if framing == Framing::Chunked {
+            encode::chunk_size(buf, data.len());
+        }
+        if data.len() >= COPY_LIMIT {
+            send(shared, buf).await?;
+            write_all(shared, &data).await.map_err(ConnError::Write)?;
+        } else {
+            buf.extend_from_slice(&data);
+        }
+        if framing == Framing::Chunked {
+            buf.extend_from_slice(b"\r\n");
+        }
+        if buf.len() >= FLUSH_AT {
+            send(shared, buf).await?;
+        }
+    }
+    match framing {
+        Framing::Length(_) if left != 0 => {
+            let _ = send(shared, buf).await;
+            return Err(ConnError::Length);
+        }
+        Framing::Chunked => {
+            buf.extend_from_slice(b"0\r\n");
+            if let Some(fields) = &trailers {
+                for (name, value) in fields {
+                    buf.extend_from_slice(name.as_str().as_bytes());
+                    buf.extend_from_slice(b": ");
+                    buf.extend_from_slice(value.as_bytes());
+                    buf.extend_from_slice(b"\r\n");
+                }
+            }
+            buf.extend_from_slice(b"\r\n");
+        }
+        _ => {}
+    }
+    send(shared, buf).await?;
+    flush(shared).await.map_err(ConnError::Write)
+}
+
+/// Writes out and empties the write buffer.
+async fn send<I: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Mutex<Shared<I>>,
+    buf: &mut Vec<u8>,
+) -> Result<(), ConnError> {
+    if !buf.is_empty() {
+        write_all(shared, buf).await.map_err(ConnError::Write)?;
+        buf.clear();
+    }
+    Ok(())
+}
+
+/// Writes all of `bytes`, after whatever is left of a `100 Continue`.
+async fn write_all<I: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Mutex<Shared<I>>,
+    mut bytes: &[u8],
+) -> io::Result<()> {
+    poll_fn(|cx| {
+        let mut conn = lock(shared);
+        ready!(conn.poll_interim(cx))?;
+        let Some(io) = conn.io.as_mut() else {
+            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+        };
+        while !bytes.is_empty() {
+            match ready!(Pin::new(&mut *io).poll_write(cx, bytes)) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => bytes = &bytes[n..],
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    })
+    .await
+}
+
+async fn flush<I: AsyncRead + AsyncWrite + Unpin>(shared: &Mutex<Shared<I>>) -> io::Result<()> {
+    poll_fn(|cx| match lock(shared).io.as_mut() {
+        Some(io) => Pin::new(io).poll_flush(cx),
+        None => Poll::Ready(Ok(())),
+    })
+    .await
+}
+
+/// Whether the request body has been read to its end, draining what of it
+/// is already buffered (up to [`DRAIN_LIMIT`]) if the service left it.
+fn drain<I: AsyncRead + AsyncWrite + Unpin>(shared: &Mutex<Shared<I>>) -> bool {
+    let mut conn = lock(shared);
+    if conn.failed {
+        return false;
+    }
+    let mut budget = DRAIN_LIMIT;
+    while !conn.decoder.is_done() {
+        let conn = &mut *conn;
+        match conn.decoder.decode(&mut conn.read) {
+            Ok(Decoded::Data(data)) if data.len() <= budget => budget -= data.len(),
+            Ok(Decoded::Trailers(_) | Decoded::End) => {}
+            Ok(Decoded::Data(_) | Decoded::NeedMore) | Err(_) => return false,
+        }
+    }
+    // A `100 Continue` never sent is never owed.
+    conn.interim = Continue::No;
+    true
+}
+
+/// Closes the connection: shuts down the sending side (TLS sends its
+/// close_notify), then, when the client may still be sending (`linger`),
+/// reads and discards for a moment, so that closing with unread bytes
+/// does not reset the connection before the client has read its answer.
+async fn close<I: AsyncRead + AsyncWrite + Unpin>(shared: &Mutex<Shared<I>>, linger: bool) {
+    let shut = poll_fn(|cx| match lock(shared).io.as_mut() {
+        Some(io) => Pin::new(io).poll_shutdown(cx),
+        None => Poll::Ready(Ok(())),
+    });
+    if shut.await.is_err() || !linger {
+        return;
+    }
+    let mut discarded = 0;
+    let discard = poll_fn(|cx| loop {
+        let mut conn = lock(shared);
+        conn.read.clear();
+        if conn.eof || discarded > LINGER_LIMIT {
+            return Poll::Ready(());
+        }
+        match ready!(conn.poll_fill(cx)) {
+            Ok(n) => discarded += n,
+            Err(_) => return Poll::Ready(()),
+        }
+    });
+    let _ = tokio::time::timeout(LINGER, discard).await;
+}
