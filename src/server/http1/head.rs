@@ -13,9 +13,9 @@
 //!   same value on several lines is still chunked), never on HTTP/1.0;
 //! - `Content-Length` must be 1 to 19 digits; several lines must agree, and
 //!   a comma list is refused;
-//! - with both, the chunked framing is read and the connection closes
-//!   after the answer (RFC 9112 6.1; see `SECURITY.md` on why this is not
-//!   a refusal);
+//! - with both, the chunked framing is read, the `Content-Length` is
+//!   dropped from the head, and the connection closes after the answer
+//!   (RFC 9112 6.1; see `SECURITY.md` on why this is not a refusal);
 //! - otherwise there is no body.
 //!
 //! httparse itself refuses obs-fold, whitespace before a colon, bare CR,
@@ -143,6 +143,12 @@ pub(crate) fn parse(
         headers.append(name, value);
     }
     let (framing, keep_alive) = facts.framing(version)?;
+    if framing == Framing::Chunked && facts.content_length.is_some() {
+        // The chunked framing is what is read; a `Content-Length` passed on
+        // would frame the forwarded request differently (hyper drops it
+        // too).
+        headers.remove(header::CONTENT_LENGTH);
+    }
     Ok(Some(Head {
         method,
         uri,
