@@ -96,6 +96,9 @@ pub(crate) enum ConnError {
     /// The response body did not match the length its head declared.
     #[error("the response body did not match its content-length")]
     Length,
+    /// The client closed the connection while its response was pending.
+    #[error("the client closed the connection mid-response")]
+    Gone,
 }
 
 /// What waiting for the next request head came to.
@@ -221,9 +224,20 @@ where
             if !stop_seen && stopping.as_mut().poll(cx).is_ready() {
                 stop_seen = true;
             }
-            handling.as_mut().poll(cx)
+            if let Poll::Ready(response) = handling.as_mut().poll(cx) {
+                return Poll::Ready(Some(response));
+            }
+            if client_gone(&shared, max_head, cx) {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
         })
         .await;
+        let Some(response) = response else {
+            // The client hung up: the service's work (an upstream request)
+            // is dropped with its future.
+            return Ok(());
+        };
 
         // ---- the response
         let (parts, body) = response.into_parts();
@@ -247,7 +261,9 @@ where
         if framing == Framing::None {
             write_all(&shared, &buf).await.map_err(ConnError::Write)?;
             flush(&shared).await.map_err(ConnError::Write)?;
-        } else if let Err(error) = write_body(&shared, &mut buf, body.as_mut(), framing).await {
+        } else if let Err(error) =
+            write_body(&shared, &mut buf, body.as_mut(), framing, max_head).await
+        {
             close(&shared, false).await;
             return Err(error);
         }
@@ -294,6 +310,7 @@ async fn write_body<I, B>(
     buf: &mut Vec<u8>,
     mut body: Pin<&mut B>,
     framing: Framing,
+    max_head: usize,
 ) -> Result<(), ConnError>
 where
     I: AsyncRead + AsyncWrite + Unpin,
@@ -317,7 +334,14 @@ where
             Poll::Pending => {
                 send(shared, buf).await?;
                 flush(shared).await.map_err(ConnError::Write)?;
-                poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+                poll_fn(|cx| match body.as_mut().poll_frame(cx) {
+                    Poll::Ready(frame) => Poll::Ready(Ok(frame)),
+                    Poll::Pending if client_gone(shared, max_head, cx) => {
+                        Poll::Ready(Err(ConnError::Gone))
+                    }
+                    Poll::Pending => Poll::Pending,
+                })
+                .await?
             }
         };
         let frame = match frame {
@@ -430,6 +454,34 @@ async fn flush<I: AsyncRead + AsyncWrite + Unpin>(shared: &Mutex<Shared<I>>) -> 
         None => Poll::Ready(Ok(())),
     })
     .await
+}
+
+/// Whether the client has closed the connection (or it failed), checked
+/// while the service or the response body is pending, as hyper does
+/// (without its `half_close` option): the work for a client that is gone
+/// is dropped rather than finished. Only read once the request body has
+/// been read (the body's bytes are its reader's), and only while the
+/// buffer holds less than a head's worth of pipelined bytes.
+fn client_gone<I: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Mutex<Shared<I>>,
+    max_head: usize,
+    cx: &mut std::task::Context<'_>,
+) -> bool {
+    let mut conn = lock(shared);
+    if conn.eof {
+        return true;
+    }
+    if conn.failed || !conn.decoder.is_done() {
+        return false;
+    }
+    while conn.read.len() < max_head {
+        match conn.poll_fill(cx) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return true,
+            Poll::Ready(Ok(_)) => {}
+            Poll::Pending => return false,
+        }
+    }
+    false
 }
 
 /// Whether the request body has been read to its end, draining what of it
