@@ -101,14 +101,6 @@ pub(crate) enum ConnError {
     Gone,
 }
 
-/// What waiting for the next request head came to.
-enum Next {
-    Head(Head),
-    /// Nothing more: the client closed, the header timeout passed, or the
-    /// server is shutting down.
-    Close,
-}
-
 /// Serves HTTP/1.1 on `io` until the client or the server closes it.
 pub(super) async fn serve<I, S, F, B>(
     io: I,
@@ -139,18 +131,18 @@ where
                 stop_seen = true;
             }
             if stop_seen {
-                return Poll::Ready(Ok(Next::Close));
+                return Poll::Ready(Ok(None));
             }
             let mut guard = lock(&shared);
             let conn = &mut *guard;
             loop {
                 if !conn.read.is_empty() {
                     if let Some(head) = head::parse(&mut conn.read, max_head, |_, _| {})? {
-                        return Poll::Ready(Ok(Next::Head(head)));
+                        return Poll::Ready(Ok(Some(head)));
                     }
                 }
                 if conn.eof {
-                    return Poll::Ready(Ok(Next::Close));
+                    return Poll::Ready(Ok(None));
                 }
                 match conn.poll_fill(cx) {
                     Poll::Ready(Ok(_)) => {}
@@ -165,15 +157,17 @@ where
                 }
                 if Instant::now() >= due {
                     tracing::debug!("no request head within the header timeout");
-                    return Poll::Ready(Ok(Next::Close));
+                    return Poll::Ready(Ok(None));
                 }
                 sleep.as_mut().reset(due);
             }
         })
         .await;
         let head = match next {
-            Ok(Next::Head(head)) => head,
-            Ok(Next::Close) => return Ok(()),
+            Ok(Some(head)) => head,
+            // Nothing more: the client closed, the header timeout passed,
+            // or the server is shutting down.
+            Ok(None) => return Ok(()),
             Err(NextError::Read(error)) => return Err(ConnError::Read(error)),
             Err(NextError::Refused(refused)) => {
                 buf.clear();
