@@ -41,7 +41,7 @@ pub(crate) async fn read_limited(
     deadline: Duration,
 ) -> Result<Bytes, Reply> {
     let body = request.into_body();
-    // hyper reports a declared `Content-Length` as the exact size: over the
+    // A declared `Content-Length` is reported as the exact size: over the
     // limit, waiting for the body would only tie the connection up.
     if body.size_hint().lower() > max as u64 {
         return Err(too_large(max));

@@ -186,7 +186,7 @@ impl Body for ResponseBody {
                 if let (Some(log), Some(data)) = (this.log.as_mut(), frame.data_ref()) {
                     log.add_bytes(data.len());
                 }
-                // hyper stops polling once `is_end_stream` says so (a body
+                // The front end stops polling once `is_end_stream` says so (a body
                 // of known length), so the end is noticed here, not at
                 // `Ready(None)`.
                 this.source.as_ref().get_ref().is_end_stream()
