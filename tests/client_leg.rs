@@ -367,3 +367,33 @@ async fn a_chunked_request_body_is_forwarded_intact() {
     assert_eq!(seen.body, expected.as_bytes());
     assert!(seen.header("x-trailer").is_none());
 }
+
+#[tokio::test]
+async fn on_shutdown_an_idle_connection_closes_at_once_and_a_busy_one_finishes_with_close() {
+    let (mut upstream, mut proxy, key) = setup(&[]).await;
+    let a = auth(&key);
+    let mut idle = TcpStream::connect(proxy.proxy_addr).await.unwrap();
+    idle.write_all(format!("GET /x HTTP/1.1\r\n{a}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    assert_eq!(read_response(&mut idle, &mut pending).await.status, 200);
+    assert_eq!(upstream.next().await.target, "/x");
+    let mut busy = TcpStream::connect(proxy.proxy_addr).await.unwrap();
+    busy.write_all(format!("GET /gate HTTP/1.1\r\n{a}\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(upstream.next().await.target, "/gate");
+
+    let stopped = proxy.begin_stop();
+    // The gate is still shut, so the idle connection closing now is not
+    // the drain timing out.
+    assert!(read_to_close(&mut idle).await.is_empty());
+    upstream.open_gate();
+    let answer = read_to_close(&mut busy).await;
+    let all = responses(&answer);
+    assert_eq!(all.len(), 1);
+    assert_eq!((all[0].status, all[0].text().as_str()), (200, "released"));
+    assert_eq!(all[0].header("connection"), Some("close"));
+    stopped.await;
+}
