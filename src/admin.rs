@@ -46,7 +46,6 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
 pub use self::guard::Guard;
@@ -102,9 +101,9 @@ impl Admin {
     }
 
     /// Handles one admin request from `peer`.
-    pub async fn handle(
+    pub(crate) async fn handle(
         &self,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         peer: SocketAddr,
     ) -> Result<Response<Full<Bytes>>, Infallible> {
         if let Err(refusal) = self.guard.check(&request) {
@@ -214,7 +213,7 @@ impl Admin {
         }
     }
 
-    async fn route(&self, request: Request<Incoming>, peer: SocketAddr) -> Reply {
+    async fn route(&self, request: Request<RequestBody>, peer: SocketAddr) -> Reply {
         let path = request.uri().path().to_owned();
         let query = request.uri().query().map(str::to_owned);
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
@@ -315,7 +314,7 @@ pub async fn serve(
             async move {
                 let (parts, body) = request.into_parts();
                 match body {
-                    RequestBody::Http1(body) => {
+                    RequestBody::Http1(_) => {
                         match admin.handle(Request::from_parts(parts, body), peer).await {
                             Ok(response) => response,
                             Err(never) => match never {},

@@ -12,7 +12,7 @@
 use bytes::BytesMut;
 use http::HeaderMap;
 
-use crate::proxy::upstream::decoder::{Decoded, Decoder, Framing};
+use crate::http1::decoder::{Decoded, Decoder, Framing};
 use crate::proxy::upstream::error::ExchangeError;
 use crate::proxy::upstream::response;
 pub use crate::proxy::FramingError;
@@ -209,46 +209,7 @@ pub fn decode_body(framing: BodyFraming, pieces: &[&[u8]]) -> DecodedBody {
 // Client leg: the HTTP/1.1 server codec (issue 13, item 3)
 // ---------------------------------------------------------------------------
 
-/// One request as the server would hand it to its service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParsedRequest {
-    /// The method, as sent.
-    pub method: Vec<u8>,
-    /// The request-target, as sent.
-    pub target: Vec<u8>,
-    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
-    pub version: u8,
-    /// In the order received; names lower-cased.
-    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
-    /// The body after de-chunking (trailers dropped).
-    pub body: Vec<u8>,
-}
-
-/// How the byte stream ended, after the last request in the list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    /// Every byte belonged to a complete request.
-    Clean,
-    /// The last request (head or body) was cut short.
-    Incomplete,
-    /// The server would refuse the next request (and close).
-    Refused,
-    /// The last request closed the connection (`Connection: close`, or
-    /// HTTP/1.0 without keep-alive); later bytes ignored.
-    Closed,
-}
-
-/// Splits `input` into the requests the server would hand its service, as
-/// if it all arrived at once and every response were a 200 that keeps the
-/// connection open.
-///
-/// PLACEHOLDER. The server codec is being written on another branch, which
-/// provides the real `split_requests`; at the merge this stub is replaced
-/// by a re-export of it. Until then it refuses everything, which the
-/// differential fuzz target (`fuzz/fuzz_targets/http1_request_diff.rs`)
-/// accepts as allowed strictness, so the target builds and runs but tests
-/// nothing yet.
-pub fn split_requests(input: &[u8]) -> (Vec<ParsedRequest>, End) {
-    let _ = input;
-    (Vec::new(), End::Refused)
-}
+/// The server codec's own split of a byte stream into requests: the same
+/// head parser and body decoder as a live connection, run over a complete
+/// buffer (see `server/http1/split.rs`).
+pub use crate::server::{split_requests, End, ParsedRequest};

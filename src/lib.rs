@@ -25,7 +25,8 @@
 //! - [`proxy`]: the public listener: the per-request service, header hygiene,
 //!   the single-origin upstream pool, refusals and their JSON bodies.
 //! - `server`: the accept loop and the HTTP/1.1 and HTTP/2 connections
-//!   both listeners serve; `stall`: the request-head and body deadlines.
+//!   both listeners serve; `http1`: body framing shared by the server and
+//!   the upstream client; `stall`: the request-head and body deadlines.
 //! - [`admin`]: the loopback JSON API over the keyring.
 //! - [`writes`]: where an admin write goes: this node's keyring, or a
 //!   fleet's shared table first ([`fleet`]).
@@ -66,6 +67,7 @@ pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod haplo;
+mod http1;
 pub mod keys;
 pub mod metrics;
 pub mod proxy;

@@ -3,8 +3,7 @@
 //! It owns what every listener needs and nothing more: a cap on open
 //! connections, accept, `TCP_NODELAY`, the TLS handshake (under the header
 //! timeout, so a silent client cannot park a handshake), HTTP/1.1 or HTTP/2
-//! by ALPN, hyper's timer (hyper enforces its header-read timeout only when
-//! it has one), and on shutdown: stop accepting, ask every connection to
+//! by ALPN, and on shutdown: stop accepting, ask every connection to
 //! finish what it is doing, and wait for them within a deadline.
 //!
 //! Draining follows mini-redis rather than hyper-util's `GracefulShutdown`:
@@ -12,14 +11,15 @@
 //! waits until every clone is gone. That works for every connection type
 //! (upgradeable HTTP/1 included), and it is all the machinery there is.
 //!
-//! HTTP/1.1 is hyper's connection; HTTP/2 is the h2 crate driven by
+//! HTTP/1.1 is keygate's own connection ([`http1`]); HTTP/2 is the h2
+//! crate driven by
 //! [`http2`], which owns the rules hyper's HTTP/2 server cannot express
 //! (upstream work bounded by the stream limit, a reset-rate rule with
 //! GOAWAY `ENHANCE_YOUR_CALM`, an idle deadline). Both hand the same
 //! service a `Request<RequestBody>`. There is no protocol sniffing: over
 //! TLS, ALPN says which protocol the client speaks; plain connections are
-//! HTTP/1.1 only (hyper-util's auto-detecting builder would first wait, with
-//! no timer, for 24 bytes to tell the two apart).
+//! HTTP/1.1 only (an auto-detecting server would first have to wait for 24
+//! bytes to tell the two apart).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,10 +28,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::{Body, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -39,11 +36,14 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use prometheus_client::metrics::gauge::Gauge;
 
 pub(crate) use self::body::{Http2Body, RequestBody, RequestBodyError};
+pub(crate) use self::http1::{on_upgrade, OnUpgrade};
+pub use self::http1::{split_requests, End, ParsedRequest};
 use self::write_timeout::WriteTimeout;
 use crate::config::Http2Limits;
 use crate::tls::Tls;
 
 mod body;
+mod http1;
 mod http2;
 mod write_timeout;
 
@@ -53,9 +53,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// reload applies to new connections).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnSettings {
-    /// Deadline for the TLS handshake and for each request head. hyper
-    /// starts the head timer as soon as it waits for the next request, so
-    /// it also bounds keep-alive idle time and a connection that never
+    /// Deadline for the TLS handshake and for each request head. The head
+    /// timer starts as soon as the connection waits for the next request,
+    /// so it also bounds keep-alive idle time and a connection that never
     /// sends anything.
     pub(crate) header_timeout: Duration,
     /// Cap on a request head (HTTP/1) or header list (HTTP/2).
@@ -213,25 +213,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError> + Send,
 {
-    let service = service_fn(move |request: Request<Incoming>| {
-        let handling = service(request.map(RequestBody::Http1));
-        async move { Ok::<_, std::convert::Infallible>(handling.await) }
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_timeout)
-        .max_header_size(settings.max_header_bytes)
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        () = stopped(stop) => {
-            // Finish the request in progress (if any), then close.
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    result.map_err(BoxError::from)
+    http1::serve(io, service, settings, stop)
+        .await
+        .map_err(BoxError::from)
 }

@@ -10,11 +10,11 @@
 
 use std::time::Duration;
 
+use crate::server::RequestBody;
 use bytes::Bytes;
 use http::Request;
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 
 use super::reply::Reply;
@@ -29,19 +29,19 @@ const BODY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Reads a body of at most 64 KiB within the deadline, or the 4xx to send
 /// instead.
-pub(crate) async fn read(request: Request<Incoming>) -> Result<Bytes, Reply> {
+pub(crate) async fn read(request: Request<RequestBody>) -> Result<Bytes, Reply> {
     read_limited(request, MAX_BODY, BODY_DEADLINE).await
 }
 
 /// [`read`] with a route's own size limit and deadline (an import's batch
 /// of keys is far larger than any other admin body).
 pub(crate) async fn read_limited(
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     max: usize,
     deadline: Duration,
 ) -> Result<Bytes, Reply> {
     let body = request.into_body();
-    // hyper reports a declared `Content-Length` as the exact size: over the
+    // A declared `Content-Length` is reported as the exact size: over the
     // limit, waiting for the body would only tie the connection up.
     if body.size_hint().lower() > max as u64 {
         return Err(too_large(max));
@@ -66,7 +66,9 @@ fn too_large(max: usize) -> Reply {
 }
 
 /// Reads and parses a JSON body, or the 4xx to send instead.
-pub(crate) async fn read_json<T: DeserializeOwned>(request: Request<Incoming>) -> Result<T, Reply> {
+pub(crate) async fn read_json<T: DeserializeOwned>(
+    request: Request<RequestBody>,
+) -> Result<T, Reply> {
     parse_json(&read(request).await?)
 }
 

@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
+use crate::server::RequestBody;
 use http::Request;
-use hyper::body::Incoming;
 
 use super::body;
 use super::reply::Reply;
@@ -25,7 +25,11 @@ const MAX_BATCH: usize = 64 * 1024 * 1024;
 const BATCH_DEADLINE: Duration = Duration::from_secs(120);
 
 /// `POST /v1/import`.
-pub(crate) async fn import(writes: &Writes, request: Request<Incoming>, client: String) -> Reply {
+pub(crate) async fn import(
+    writes: &Writes,
+    request: Request<RequestBody>,
+    client: String,
+) -> Reply {
     let bytes = match body::read_limited(request, MAX_BATCH, BATCH_DEADLINE).await {
         Ok(bytes) => bytes,
         Err(reply) => return reply,

@@ -15,8 +15,8 @@ mod update;
 
 use std::sync::Arc;
 
+use crate::server::RequestBody;
 use http::Request;
-use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 
@@ -187,7 +187,7 @@ fn validate_expiry(text: &str, now: Timestamp) -> Result<Timestamp, Reply> {
 pub(crate) async fn create(
     keyring: &Arc<Keyring>,
     writes: &Writes,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     client: String,
 ) -> Reply {
     let input: CreateKey = match body::read_json(request).await {

@@ -72,8 +72,8 @@ impl Reply {
         self
     }
 
-    /// Adds `Connection: close`: hyper closes an HTTP/1 connection after
-    /// the response (HTTP/2 has no such header; hyper drops it there).
+    /// Adds `Connection: close`: keygate's HTTP/1.1 connection closes after
+    /// the response.
     pub(crate) fn closing(mut self) -> Self {
         self.close = true;
         self

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::server::RequestBody;
 use http::Request;
-use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 
@@ -89,7 +89,7 @@ pub(crate) async fn set(
     keyring: &Arc<Keyring>,
     writes: &Writes,
     raw: &str,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     client: String,
 ) -> Reply {
     let user = match parse_user(raw) {

@@ -16,7 +16,6 @@ use std::time::Instant;
 use http::header::{CONNECTION, HOST, UPGRADE};
 use http::uri::Uri;
 use http::{Request, Version};
-use hyper::upgrade::OnUpgrade;
 
 use super::body::TimedBody;
 use super::headers::{self, Peer};
@@ -26,7 +25,7 @@ use super::{prove, upgrade, Proxy};
 use crate::auth::{self, AuthContext, Credentials, Denied, Identity};
 use crate::config::ProxySettings;
 use crate::keys::{Entry, Quota, Snapshot};
-use crate::server::RequestBody;
+use crate::server::{OnUpgrade, RequestBody};
 use crate::target::{Target, TargetError};
 use crate::timestamp::Timestamp;
 
@@ -174,7 +173,7 @@ fn upstream_request(
     let upgrade_protocol = upgrade::requested(&request, &settings.upgrades);
     let upgrade = upgrade_protocol
         .clone()
-        .map(|offered| (hyper::upgrade::on(&mut request), offered));
+        .map(|offered| (crate::server::on_upgrade(&mut request), offered));
     let (mut parts, body) = request.into_parts();
     if !parts.headers.contains_key(HOST) {
         // HTTP/2 and absolute-form carry the host in the target.

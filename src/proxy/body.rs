@@ -30,9 +30,10 @@ use crate::stall::Stall;
 /// A body that failed part-way.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
-    /// The peer's HTTP/1.1 connection failed.
+    /// The client's HTTP/1.1 body failed (framing, a cut or a failed
+    /// read).
     #[error("body stream failed: {0}")]
-    Stream(#[from] hyper::Error),
+    Stream(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The client's HTTP/2 stream was reset, or its connection failed.
     #[error("HTTP/2 body stream failed: {0}")]
     Http2(#[from] h2::Error),
@@ -47,7 +48,7 @@ pub enum BodyError {
 impl From<RequestBodyError> for BodyError {
     fn from(error: RequestBodyError) -> Self {
         match error {
-            RequestBodyError::Http1(error) => BodyError::Stream(error),
+            RequestBodyError::Http1(error) => BodyError::Stream(Box::new(error)),
             RequestBodyError::Http2(error) => BodyError::Http2(error),
         }
     }
@@ -185,7 +186,7 @@ impl Body for ResponseBody {
                 if let (Some(log), Some(data)) = (this.log.as_mut(), frame.data_ref()) {
                     log.add_bytes(data.len());
                 }
-                // hyper stops polling once `is_end_stream` says so (a body
+                // The front end stops polling once `is_end_stream` says so (a body
                 // of known length), so the end is noticed here, not at
                 // `Ready(None)`.
                 this.source.as_ref().get_ref().is_end_stream()

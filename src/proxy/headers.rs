@@ -115,7 +115,7 @@ impl Peer {
 
 /// Whether `name` and `target` are the same once lower-cased with `_` read
 /// as `-` (either side may use either spelling). Both are already lower
-/// case: hyper lower-cases header names.
+/// case: header names arrive lower-cased (`http::HeaderName`).
 fn is_alias(name: &str, target: &str) -> bool {
     let dash = |b: u8| if b == b'_' { b'-' } else { b };
     name.len() == target.len()
@@ -231,7 +231,7 @@ fn is_credential_alias(name: &HeaderName, settings: &ProxySettings) -> bool {
 /// this peer may not send.
 fn strip(headers: &mut HeaderMap, settings: &ProxySettings, trusted: bool) {
     remove_hop_by_hop(headers);
-    // hyper already answered `Expect: 100-continue` to the client when the
+    // The front end already answered `Expect: 100-continue` to the client when the
     // body was first read; the upstream must not see it again.
     headers.remove(EXPECT);
 

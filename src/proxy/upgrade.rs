@@ -18,11 +18,10 @@
 
 use http::header::{CONNECTION, UPGRADE};
 use http::{HeaderValue, Request, Version};
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use super::upstream::Switched;
+use crate::server::OnUpgrade;
 
 use crate::config::is_tchar;
 
@@ -123,14 +122,13 @@ pub(super) async fn relay(client: OnUpgrade, upstream: Switched) {
         tracing::debug!("protocol upgrade failed: no upstream connection");
         return;
     };
-    let client = match client.await {
+    let mut client = match client.await {
         Ok(client) => client,
         Err(error) => {
             tracing::debug!(%error, "protocol upgrade failed");
             return;
         }
     };
-    let mut client = TokioIo::new(client);
     if !read_ahead.is_empty() {
         if let Err(error) = client.write_all(&read_ahead).await {
             tracing::debug!(%error, "upgraded connection ended with an error");

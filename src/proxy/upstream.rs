@@ -17,7 +17,7 @@
 //!    the connection ([`UpstreamBody`]) and returns it to the pool when the
 //!    exchange ended cleanly.
 //!
-//! Both front ends (hyper's HTTP/1.1 server and the h2 server) call
+//! Both front ends (keygate's HTTP/1.1 server and the h2 server) call
 //! [`Upstream::send`] the same way. `https://` upstreams go through rustls
 //! with webpki's roots or the CA file of `proxy.upstream_ca`, and the
 //! upstream's host name as SNI.
@@ -29,7 +29,6 @@
 
 mod body;
 mod connection;
-pub(crate) mod decoder;
 pub(crate) mod error;
 mod request;
 pub(crate) mod response;

@@ -1,8 +1,8 @@
-//! The body of a request as a listener hands it up: hyper's `Incoming` for
-//! HTTP/1.1, or an h2 receive stream for HTTP/2.
+//! The body of a request as a listener hands it up: keygate's own
+//! [`Http1Body`] for HTTP/1.1, or an h2 receive stream for HTTP/2.
 //!
-//! HTTP/2 is served on the h2 crate directly (see [`super::http2`]), so
-//! its request bodies are not hyper's type. One concrete enum covers both
+//! Neither protocol is served by hyper (see [`super::http1`] and
+//! [`super::http2`]). One concrete enum covers both
 //! rather than a boxed body: there is no allocation per request, and the
 //! match costs nothing next to the I/O.
 
@@ -12,13 +12,14 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
+
+use super::http1::{Http1Body, Http1BodyError};
 
 /// A request body from either protocol.
 #[derive(Debug)]
 pub(crate) enum RequestBody {
-    /// HTTP/1.1, read by hyper.
-    Http1(Incoming),
+    /// HTTP/1.1, read by keygate's connection.
+    Http1(Http1Body),
     /// HTTP/2, read from the h2 stream.
     Http2(Http2Body),
 }
@@ -26,9 +27,9 @@ pub(crate) enum RequestBody {
 /// A request body's failure, from either protocol.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RequestBodyError {
-    /// The HTTP/1.1 connection failed.
+    /// The HTTP/1.1 body failed (framing, a cut or a failed read).
     #[error(transparent)]
-    Http1(#[from] hyper::Error),
+    Http1(#[from] Http1BodyError),
     /// The HTTP/2 stream was reset or its connection failed.
     #[error(transparent)]
     Http2(#[from] h2::Error),

@@ -1,10 +1,10 @@
 //! A client socket that gives up on a peer that stops reading.
 //!
-//! hyper writes a response as fast as the client takes it. A client that
+//! A response is written as fast as the client takes it. A client that
 //! opens a large download and then stops reading leaves those writes
 //! pending forever, holding the connection (and the upstream connection
 //! feeding it) with no timer running: body timeouts only count while the
-//! body is polled, and hyper stops polling while the socket is full. This
+//! body is polled, and the connection stops polling while the socket is full. This
 //! wrapper fails a write, flush or shutdown that has made no progress for
 //! the timeout, which ends the connection and frees both sides.
 //!

@@ -2,8 +2,8 @@
 //! scope, expiry and policies; the old key keeps working for the grace
 //! period, never past its own expiry.
 
+use crate::server::RequestBody;
 use http::Request;
-use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
 use super::{parse_id, Created, KeyView};
@@ -24,7 +24,7 @@ struct Rotate {
 pub(crate) async fn rotate(
     writes: &Writes,
     id: &str,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     client: String,
 ) -> Reply {
     let id = match parse_id(id) {

@@ -7,8 +7,8 @@
 //! validated before anything is written, and a 200 means the edit is
 //! durable and in effect, as a 201 does for a creation.
 
+use crate::server::RequestBody;
 use http::Request;
-use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
 use super::{parse_id, validate_expiry, validate_name, KeyView};
@@ -92,7 +92,7 @@ pub(crate) async fn update(
     keyring: &Keyring,
     writes: &Writes,
     id: &str,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     client: String,
 ) -> Reply {
     let id = match parse_id(id) {

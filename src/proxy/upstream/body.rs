@@ -14,7 +14,7 @@
 //! closes it.
 //!
 //! The connection goes back at the moment the last byte is decoded, not
-//! when the front end next polls: hyper stops polling a body of known
+//! when the front end next polls: the front ends stop polling a body of known
 //! length as soon as [`Body::is_end_stream`] says it is complete.
 
 use std::pin::Pin;
@@ -27,10 +27,10 @@ use http_body::{Body, Frame, SizeHint};
 use super::super::body::BodyError;
 use super::super::pool::Pool;
 use super::connection::Connection;
-use super::decoder::{Decoded, Decoder, Framing};
 use super::error::ReadError;
 use super::request::{SendError, Sender};
 use super::transport::Transport;
+use crate::http1::decoder::{Decoded, Decoder, Framing};
 use crate::stall::Stall;
 
 /// The upstream's response body and the connection it arrives on.
@@ -133,11 +133,10 @@ impl UpstreamBody {
 
     /// Fails the body: the connection is closed at once. The error itself
     /// is held back for one poll when data was handed over since the last
-    /// wait: hyper's HTTP/1.1 server keeps the head and the body it was
-    /// given in its buffer until a poll of the body is pending, and an
-    /// error first would lose them, so a client whose response the upstream
-    /// cut short would get nothing at all rather than what did arrive (and
-    /// the `Content-Length` that shows it was cut).
+    /// wait, so that a front end which buffers what it was given until the
+    /// body pauses (hyper's HTTP/1.1 server did; keygate's own writes its
+    /// buffer out before giving up) still sends what did arrive, and the
+    /// `Content-Length` that shows it was cut, rather than nothing at all.
     fn fail(
         &mut self,
         cx: &mut Context<'_>,

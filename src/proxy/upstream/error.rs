@@ -16,42 +16,7 @@ use std::io;
 use super::super::body::BodyError;
 use super::super::refusal::{BadRequest, UpstreamCause};
 use super::transport::ConnectError;
-
-/// Why an upstream response's framing could not be trusted. The
-/// connection is closed after any of these: its byte stream can no longer
-/// be split into messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum FramingError {
-    /// Both `Transfer-Encoding` and `Content-Length` (a classic
-    /// request-smuggling shape; RFC 9112 6.1 says to treat it as an error
-    /// in a response we relay).
-    #[error("response has both Transfer-Encoding and Content-Length")]
-    LengthAndChunked,
-    /// `Transfer-Encoding` other than exactly `chunked`.
-    #[error("response Transfer-Encoding is not exactly chunked")]
-    UnsupportedTransferEncoding,
-    /// `Transfer-Encoding` in an HTTP/1.0 response, which has no chunking.
-    #[error("HTTP/1.0 response with Transfer-Encoding")]
-    TransferEncodingInHttp10,
-    /// A `Content-Length` that is not a decimal number, or several that
-    /// disagree.
-    #[error("response Content-Length is invalid or repeated with different values")]
-    InvalidContentLength,
-    /// A chunk-size line that is not hex digits (with optional extensions)
-    /// ended by CRLF, or one larger than a `u64`.
-    #[error("invalid chunk size line")]
-    InvalidChunkSize,
-    /// A chunk-size line (with its extensions) or the trailer section
-    /// longer than its limit.
-    #[error("chunk size line or trailer section too long")]
-    ChunkLineTooLong,
-    /// Chunk data not followed by CRLF.
-    #[error("chunk data not followed by CRLF")]
-    InvalidChunkEnd,
-    /// A malformed trailer section.
-    #[error("invalid trailer section")]
-    InvalidTrailers,
-}
+pub use crate::http1::FramingError;
 
 /// Why a response head never arrived.
 #[derive(Debug, thiserror::Error)]

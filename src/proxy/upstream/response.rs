@@ -17,8 +17,8 @@ use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Version};
 
-use super::decoder::Framing;
 use super::error::{ExchangeError, FramingError};
+use crate::http1::decoder::Framing;
 
 /// Most header lines in a response head (hyper's client default).
 pub(crate) const MAX_HEADERS: usize = 100;

@@ -1,11 +1,13 @@
-//! Splitting a response body out of the upstream's byte stream by its
-//! framing (RFC 9112 6): a `Content-Length`, chunked, or everything until
-//! the upstream closes.
+//! Splitting a message body out of a byte stream by its framing (RFC 9112
+//! 6): a `Content-Length`, chunked, or everything until the peer closes.
+//! Shared by both legs: the upstream client reads response bodies with it,
+//! and keygate's HTTP/1.1 server reads request bodies with it, so one set
+//! of strict chunked rules (and their tests) guards both.
 //!
 //! Sans-I/O on purpose: [`Decoder::decode`] takes the bytes read so far and
 //! hands back data as `Bytes` split off the read buffer (no copy), so the
 //! framing rules can be tested exhaustively without sockets, and the body
-//! type that owns the socket ([`super::body`]) only decides when to read.
+//! types that own a socket only decide when to read.
 //!
 //! Chunked framing is parsed strictly, since the connection is reused
 //! after it and a misread boundary would hand one response's bytes to the
@@ -18,16 +20,16 @@
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::error::FramingError;
+use super::FramingError;
 
 /// Longest chunk-size line, extensions included.
-pub(super) const MAX_CHUNK_LINE: usize = 4096;
+pub(crate) const MAX_CHUNK_LINE: usize = 4096;
 /// Longest trailer section.
-pub(super) const MAX_TRAILER_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_TRAILER_BYTES: usize = 16 * 1024;
 /// Most trailer fields.
-pub(super) const MAX_TRAILERS: usize = 32;
+pub(crate) const MAX_TRAILERS: usize = 32;
 
-/// How a response body is delimited.
+/// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Framing {
     /// Exactly this many bytes (0 for no body at all: HEAD, 204, 304).
@@ -52,7 +54,7 @@ pub(crate) enum Decoded {
     NeedMore,
 }
 
-/// The decoding state of one response body.
+/// The decoding state of one message body.
 #[derive(Debug)]
 pub(crate) struct Decoder {
     state: State,
@@ -177,7 +179,7 @@ impl Decoder {
         }
     }
 
-    /// The upstream closed the connection: the end of a close-delimited
+    /// The peer closed the connection: the end of a close-delimited
     /// body, and a truncation of any other.
     pub(crate) fn eof(&mut self) -> Result<(), ()> {
         match self.state {

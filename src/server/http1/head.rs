@@ -1,0 +1,292 @@
+//! Parsing a request head with httparse and reading its framing strictly.
+//!
+//! The head is parsed in place from the connection's read buffer (into a
+//! fixed array of [`MAX_HEADERS`] fields on the stack); once complete, that
+//! part of the buffer is frozen and every header value is a slice of it, so
+//! a head costs one pre-sized `HeaderMap` and no copy per value, as in
+//! hyper and in the upstream client's response parser.
+//!
+//! Framing (RFC 9112 6) is decided here and nowhere else, so the live
+//! connection and [`super::split`] (the fuzzing oracle) cannot disagree:
+//!
+//! - `Transfer-Encoding` must be `chunked` and nothing else (any case; the
+//!   same value on several lines is still chunked), never on HTTP/1.0;
+//! - `Content-Length` must be 1 to 19 digits; several lines must agree, and
+//!   a comma list is refused;
+//! - with both, the chunked framing is read, the `Content-Length` is
+//!   dropped from the head, and the connection closes after the answer
+//!   (RFC 9112 6.1; see `SECURITY.md` on why this is not a refusal);
+//! - otherwise there is no body.
+//!
+//! httparse itself refuses obs-fold, whitespace before a colon, bare CR,
+//! and NUL or other control bytes in names and values.
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri, Version};
+
+use crate::http1::decoder::Framing;
+use crate::http1::FramingError;
+
+/// Most header lines in a request head (hyper's default).
+pub(crate) const MAX_HEADERS: usize = 100;
+
+/// A parsed request head and what it says about the connection.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) version: Version,
+    pub(crate) headers: HeaderMap,
+    /// How the body is delimited: a length (0 for none) or chunked.
+    pub(crate) framing: Framing,
+    /// The request allows another one after it on this connection.
+    pub(crate) keep_alive: bool,
+    /// `Expect: 100-continue` on HTTP/1.1.
+    pub(crate) expect_continue: bool,
+    /// `Connection: upgrade` with an `Upgrade` field: the service may
+    /// switch protocols with a `101`.
+    pub(crate) upgrade: bool,
+}
+
+/// Why a request head was refused. Each becomes a bare answer and the
+/// connection closes. No variant carries request bytes: a target or a
+/// header value (an `Authorization`) never reaches a log through these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HeadError {
+    /// The head is longer than the listener's `max_header_bytes`, or has
+    /// more than [`MAX_HEADERS`] fields.
+    #[error("request head too large")]
+    TooLarge,
+    /// The request line alone is longer than the head limit.
+    #[error("request target too long")]
+    TargetTooLong,
+    /// Not an HTTP/1.x request head httparse accepts.
+    #[error("malformed request head")]
+    Malformed,
+    /// The request framing cannot be trusted.
+    #[error(transparent)]
+    Framing(#[from] FramingError),
+}
+
+impl HeadError {
+    /// The status of the bare answer.
+    pub(crate) fn status(self) -> StatusCode {
+        match self {
+            HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            HeadError::TargetTooLong => StatusCode::URI_TOO_LONG,
+            HeadError::Malformed | HeadError::Framing(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Byte ranges of one header line within the head.
+#[derive(Clone, Copy, Default)]
+struct Field {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Parses the request head at the start of `buf`, if it has all arrived,
+/// taking it out of `buf` (the body and anything pipelined stay). The head
+/// may be at most `max` bytes. `each` sees every field in the order
+/// received, with its name lower-cased (the fuzzing oracle records them;
+/// the connection passes a no-op).
+pub(crate) fn parse(
+    buf: &mut BytesMut,
+    max: usize,
+    mut each: impl FnMut(&HeaderName, &[u8]),
+) -> Result<Option<Head>, HeadError> {
+    let mut fields = [Field::default(); MAX_HEADERS];
+    let (len, method, target, version, count) = {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        let len = match request.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() >= max => return Err(too_large(buf, max)),
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+            Err(_) => return Err(HeadError::Malformed),
+        };
+        if len > max {
+            return Err(too_large(buf, max));
+        }
+        let method = Method::from_bytes(request.method.unwrap_or("").as_bytes())
+            .map_err(|_| HeadError::Malformed)?;
+        let target = range(buf, request.path.unwrap_or("").as_bytes());
+        let version = match request.version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        let count = request.headers.len();
+        for (field, header) in fields.iter_mut().zip(request.headers.iter()) {
+            *field = Field {
+                name: range(buf, header.name.as_bytes()),
+                value: range(buf, header.value),
+            };
+        }
+        (len, method, target, version, count)
+    };
+    let head = buf.split_to(len).freeze();
+    let uri =
+        Uri::from_maybe_shared(head.slice(target.0..target.1)).map_err(|_| HeadError::Malformed)?;
+
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut facts = Facts::default();
+    for field in &fields[..count] {
+        let name = HeaderName::from_bytes(&head[field.name.0..field.name.1])
+            .map_err(|_| HeadError::Malformed)?;
+        let value: Bytes = head.slice(field.value.0..field.value.1);
+        each(&name, &value);
+        facts.note(&name, &value)?;
+        let value = HeaderValue::from_maybe_shared(value).map_err(|_| HeadError::Malformed)?;
+        headers.append(name, value);
+    }
+    let (framing, keep_alive) = facts.framing(version)?;
+    if framing == Framing::Chunked && facts.content_length.is_some() {
+        // The chunked framing is what is read; a `Content-Length` passed on
+        // would frame the forwarded request differently (hyper drops it
+        // too).
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    Ok(Some(Head {
+        method,
+        uri,
+        version,
+        headers,
+        framing,
+        keep_alive,
+        expect_continue: facts.expect_continue && version == Version::HTTP_11,
+        upgrade: facts.upgrade_token && facts.upgrade_field,
+    }))
+}
+
+/// Which limit an incomplete head over `max` bytes broke: the request
+/// line (no line end yet) or the head as a whole.
+fn too_large(buf: &[u8], max: usize) -> HeadError {
+    let window = &buf[..buf.len().min(max)];
+    // Leading empty lines are skipped by httparse; they are not the line.
+    let start = window
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(window.len());
+    if window[start..].contains(&b'\n') {
+        HeadError::TooLarge
+    } else {
+        HeadError::TargetTooLong
+    }
+}
+
+/// Where `part` (a slice of `buf`) lies within `buf`.
+fn range(buf: &[u8], part: &[u8]) -> (usize, usize) {
+    let start = (part.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
+    (start, start + part.len())
+}
+
+/// What the head's fields say about framing and the connection.
+#[derive(Debug, Default)]
+struct Facts {
+    content_length: Option<u64>,
+    /// A `Transfer-Encoding` line was present.
+    transfer_encoding: bool,
+    /// Every coding on every `Transfer-Encoding` line is `chunked`.
+    chunked_only: bool,
+    close: bool,
+    keep_alive: bool,
+    upgrade_token: bool,
+    upgrade_field: bool,
+    expect_continue: bool,
+}
+
+impl Facts {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), FramingError> {
+        if name == header::CONTENT_LENGTH {
+            let length = parse_length(trim(value)).ok_or(FramingError::InvalidContentLength)?;
+            match self.content_length {
+                Some(seen) if seen != length => return Err(FramingError::InvalidContentLength),
+                _ => self.content_length = Some(length),
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            if !self.transfer_encoding {
+                self.chunked_only = true;
+            }
+            self.transfer_encoding = true;
+            let mut codings = 0;
+            for coding in value.split(|&b| b == b',').map(trim) {
+                if coding.is_empty() {
+                    continue;
+                }
+                codings += 1;
+                if !coding.eq_ignore_ascii_case(b"chunked") {
+                    self.chunked_only = false;
+                }
+            }
+            // `chunked, chunked` on one line, or an empty value: not
+            // exactly one chunked coding.
+            if codings != 1 {
+                self.chunked_only = false;
+            }
+        } else if name == header::CONNECTION {
+            for token in value.split(|&b| b == b',').map(trim) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    self.upgrade_token = true;
+                }
+            }
+        } else if name == header::UPGRADE {
+            self.upgrade_field = true;
+        } else if name == header::EXPECT {
+            self.expect_continue = trim(value).eq_ignore_ascii_case(b"100-continue");
+        }
+        Ok(())
+    }
+
+    /// The body's framing and whether the connection may stay open.
+    fn framing(&self, version: Version) -> Result<(Framing, bool), FramingError> {
+        let keep_alive = !self.close && (version == Version::HTTP_11 || self.keep_alive);
+        if self.transfer_encoding {
+            if version == Version::HTTP_10 {
+                return Err(FramingError::TransferEncodingInHttp10);
+            }
+            if !self.chunked_only {
+                return Err(FramingError::UnsupportedTransferEncoding);
+            }
+            // Both: the chunked framing wins and the connection closes
+            // after the answer (RFC 9112 6.1).
+            let keep_alive = keep_alive && self.content_length.is_none();
+            return Ok((Framing::Chunked, keep_alive));
+        }
+        Ok((
+            Framing::Length(self.content_length.unwrap_or(0)),
+            keep_alive,
+        ))
+    }
+}
+
+/// A `Content-Length` value: 1 to 19 decimal digits (so it fits a u64).
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')),
+    )
+}
+
+/// `value` without optional whitespace at either end.
+fn trim(value: &[u8]) -> &[u8] {
+    let start = value
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |at| at + 1);
+    &value[start..end]
+}
