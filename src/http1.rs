@@ -13,20 +13,22 @@ pub(crate) mod decoder;
 /// its byte stream can no longer be split into messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FramingError {
-    /// Both `Transfer-Encoding` and `Content-Length` (a classic
-    /// request-smuggling shape; RFC 9112 6.1 says to treat it as an error
-    /// in a response we relay).
-    #[error("response has both Transfer-Encoding and Content-Length")]
+    /// Both `Transfer-Encoding` and `Content-Length`: the classic
+    /// request-smuggling shape. RFC 9112 6.1 lets a server read such a
+    /// request as chunked and close after it; keygate refuses it from
+    /// either side instead, since whatever reads the message next may
+    /// frame it by the other field.
+    #[error("both Transfer-Encoding and Content-Length")]
     LengthAndChunked,
     /// `Transfer-Encoding` other than exactly `chunked`.
-    #[error("response Transfer-Encoding is not exactly chunked")]
+    #[error("Transfer-Encoding is not exactly chunked")]
     UnsupportedTransferEncoding,
     /// `Transfer-Encoding` in an HTTP/1.0 response, which has no chunking.
-    #[error("HTTP/1.0 response with Transfer-Encoding")]
+    #[error("Transfer-Encoding in an HTTP/1.0 message")]
     TransferEncodingInHttp10,
     /// A `Content-Length` that is not a decimal number, or several that
     /// disagree.
-    #[error("response Content-Length is invalid or repeated with different values")]
+    #[error("Content-Length is invalid or repeated with different values")]
     InvalidContentLength,
     /// A chunk-size line that is not hex digits (with optional extensions)
     /// ended by CRLF, or one larger than a `u64`.

@@ -187,24 +187,37 @@ async fn broken_chunked_framing_fails_the_body_with_400_and_closes() {
 }
 
 #[tokio::test]
-async fn with_both_framings_the_chunked_body_is_read_and_the_connection_closes() {
-    let (mut upstream, proxy, key) = setup(&[]).await;
+async fn both_framings_or_chunked_on_two_lines_are_refused_and_nothing_is_forwarded() {
+    let (upstream, proxy, key) = setup(&[]).await;
     let a = auth(&key);
-    let bytes = format!(
-        "POST /x HTTP/1.1\r\n{a}Content-Length: 50\r\nTransfer-Encoding: chunked\r\n\r\n\
-         5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n{a}\r\n"
-    );
-    let answer = exchange(proxy.proxy_addr, bytes.as_bytes()).await;
-    let all = responses(&answer);
-    assert_eq!(all.len(), 1, "{:?}", String::from_utf8_lossy(&answer));
-    assert_eq!(all[0].status, 200);
-    let seen = upstream.next().await;
-    assert_eq!(
-        (seen.target.as_str(), seen.body.as_slice()),
-        ("/x", &b"hello"[..])
-    );
-    assert_ne!(seen.header("content-length"), Some("50"));
-    upstream.assert_untouched_except("/x");
+    for (what, bytes) in [
+        (
+            "CL then TE",
+            format!(
+                "POST /x HTTP/1.1\r\n{a}Content-Length: 50\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n{a}\r\n"
+            ),
+        ),
+        (
+            "TE then CL",
+            format!(
+                "POST /x HTTP/1.1\r\n{a}Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n\
+                 5\r\nhello\r\n0\r\n\r\n"
+            ),
+        ),
+        (
+            "chunked on two lines",
+            format!(
+                "POST /x HTTP/1.1\r\n{a}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 5\r\nhello\r\n0\r\n\r\n"
+            ),
+        ),
+    ] {
+        let all = responses(&exchange(proxy.proxy_addr, bytes.as_bytes()).await);
+        assert_eq!(all.len(), 1, "{what}: one answer, then the connection closes");
+        assert_bare(&all[0], 400, what);
+    }
+    upstream.assert_untouched();
 }
 
 #[tokio::test]

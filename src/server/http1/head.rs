@@ -189,7 +189,7 @@ struct Facts {
     content_length: Option<u64>,
     /// A `Transfer-Encoding` line was present.
     transfer_encoding: bool,
-    /// Every coding on every `Transfer-Encoding` line is `chunked`.
+    /// The `Transfer-Encoding` lines hold exactly one coding, `chunked`.
     chunked_only: bool,
     close: bool,
     keep_alive: bool,
@@ -207,25 +207,22 @@ impl Facts {
                 _ => self.content_length = Some(length),
             }
         } else if name == header::TRANSFER_ENCODING {
-            if !self.transfer_encoding {
-                self.chunked_only = true;
-            }
+            // Exactly one coding, `chunked`, over all the lines together:
+            // `chunked, chunked` on one line, `chunked` on two lines, and an
+            // empty value are all refused (a second reader may count them
+            // differently).
+            let first = !self.transfer_encoding;
             self.transfer_encoding = true;
             let mut codings = 0;
+            let mut chunked = true;
             for coding in value.split(|&b| b == b',').map(trim) {
                 if coding.is_empty() {
                     continue;
                 }
                 codings += 1;
-                if !coding.eq_ignore_ascii_case(b"chunked") {
-                    self.chunked_only = false;
-                }
+                chunked &= coding.eq_ignore_ascii_case(b"chunked");
             }
-            // `chunked, chunked` on one line, or an empty value: not
-            // exactly one chunked coding.
-            if codings != 1 {
-                self.chunked_only = false;
-            }
+            self.chunked_only = first && codings == 1 && chunked;
         } else if name == header::CONNECTION {
             for token in value.split(|&b| b == b',').map(trim) {
                 if token.eq_ignore_ascii_case(b"close") {
@@ -254,9 +251,9 @@ impl Facts {
             if !self.chunked_only {
                 return Err(FramingError::UnsupportedTransferEncoding);
             }
-            // Both: the chunked framing wins and the connection closes
-            // after the answer (RFC 9112 6.1).
-            let keep_alive = keep_alive && self.content_length.is_none();
+            if self.content_length.is_some() {
+                return Err(FramingError::LengthAndChunked);
+            }
             return Ok((Framing::Chunked, keep_alive));
         }
         Ok((
