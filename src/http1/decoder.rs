@@ -271,6 +271,11 @@ fn trailers(buf: &[u8]) -> Result<Option<(usize, HeaderMap)>, FramingError> {
     let window = &buf[..buf.len().min(MAX_TRAILER_BYTES)];
     match httparse::parse_headers(window, &mut fields) {
         Ok(httparse::Status::Complete((len, fields))) => {
+            // httparse takes a bare LF as a line end; this framing does not
+            // (a reader that disagrees would end the message elsewhere).
+            if !crlf_only(&window[..len]) {
+                return Err(FramingError::InvalidTrailers);
+            }
             let mut map = HeaderMap::with_capacity(fields.len());
             for field in fields.iter() {
                 let name = HeaderName::from_bytes(field.name.as_bytes())
@@ -291,6 +296,14 @@ fn trailers(buf: &[u8]) -> Result<Option<(usize, HeaderMap)>, FramingError> {
         Err(httparse::Error::TooManyHeaders) => Err(FramingError::ChunkLineTooLong),
         Err(_) => Err(FramingError::InvalidTrailers),
     }
+}
+
+/// Whether every LF in `bytes` ends a CRLF.
+fn crlf_only(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .all(|(at, &b)| b != b'\n' || (at > 0 && bytes[at - 1] == b'\r'))
 }
 
 #[cfg(test)]

@@ -86,8 +86,11 @@ fn chunked_without_trailers_ends_at_the_empty_line() {
 
 #[test]
 fn malformed_chunked_framing_is_an_error() {
-    let cases: [&[u8]; 10] = [
+    let cases: [&[u8]; 13] = [
         b"5\nhello\r\n0\r\n\r\n",          // bare LF
+        b"0\r\n\n",                        // bare LF ending the trailer section
+        b"0\r\nX-T: 1\n\r\n",              // bare LF ending a trailer
+        b"0\r\nX-T: 1\r\n\n",              // bare LF after a trailer
         b"5\r\nhelloXX0\r\n\r\n",          // no CRLF after data
         b"5\rXhello\r\n0\r\n\r\n",         // bare CR
         b"g\r\n",                          // not hex
