@@ -137,18 +137,18 @@ pub(crate) fn parse(
         let name = HeaderName::from_bytes(&head[field.name.0..field.name.1])
             .map_err(|_| HeadError::Malformed)?;
         let value: Bytes = head.slice(field.value.0..field.value.1);
-        each(&name, &value);
+        // A repeated `Content-Length` is refused unless it repeats the same
+        // length (`note`); the service then sees it once, as from hyper.
+        let repeat = name == header::CONTENT_LENGTH && facts.content_length.is_some();
         facts.note(&name, &value)?;
+        if repeat {
+            continue;
+        }
+        each(&name, &value);
         let value = HeaderValue::from_maybe_shared(value).map_err(|_| HeadError::Malformed)?;
         headers.append(name, value);
     }
     let (framing, keep_alive) = facts.framing(version)?;
-    if framing == Framing::Chunked && facts.content_length.is_some() {
-        // The chunked framing is what is read; a `Content-Length` passed on
-        // would frame the forwarded request differently (hyper drops it
-        // too).
-        headers.remove(header::CONTENT_LENGTH);
-    }
     Ok(Some(Head {
         method,
         uri,

@@ -143,3 +143,17 @@ fn the_limits_pick_their_status() {
         Err(head::HeadError::TooLarge)
     );
 }
+
+#[test]
+fn an_identical_repeated_content_length_is_seen_once() {
+    let (requests, end) =
+        split_requests(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab");
+    assert_eq!((requests.len(), end), (1, End::Clean));
+    let lengths: Vec<_> = requests[0]
+        .headers
+        .iter()
+        .filter(|(name, _)| name == b"content-length")
+        .collect();
+    assert_eq!(lengths.len(), 1, "{:?}", requests[0].headers);
+    assert_eq!(requests[0].body, b"ab");
+}
