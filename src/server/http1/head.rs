@@ -149,6 +149,9 @@ pub(crate) fn parse(
         headers.append(name, value);
     }
     let (framing, keep_alive) = facts.framing(version)?;
+    // After a CONNECT the client may send tunnel bytes at once, before it
+    // has seen the answer: never read them as requests (hyper closes too).
+    let keep_alive = keep_alive && method != Method::CONNECT;
     Ok(Some(Head {
         method,
         uri,

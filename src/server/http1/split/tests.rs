@@ -157,3 +157,11 @@ fn an_identical_repeated_content_length_is_seen_once() {
     assert_eq!(lengths.len(), 1, "{:?}", requests[0].headers);
     assert_eq!(requests[0].body, b"ab");
 }
+
+#[test]
+fn nothing_after_a_connect_is_read_as_a_request() {
+    let (requests, end) = split_requests(
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+    );
+    assert_eq!((requests.len(), end), (1, End::Closed));
+}
