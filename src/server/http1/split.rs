@@ -63,7 +63,9 @@ pub fn split_requests(input: &[u8]) -> (Vec<ParsedRequest>, End) {
     let mut buf = BytesMut::from(input);
     let mut requests = Vec::new();
     loop {
-        if buf.is_empty() {
+        if only_empty_lines(&buf) {
+            // httparse skips empty lines before a request line; at the end
+            // of the input they are no request at all (hyper agrees).
             return (requests, End::Clean);
         }
         let mut headers = Vec::new();
@@ -94,6 +96,18 @@ pub fn split_requests(input: &[u8]) -> (Vec<ParsedRequest>, End) {
         if !head.keep_alive {
             return (requests, End::Closed);
         }
+    }
+}
+
+/// Whether `bytes` is nothing but line ends (CRLF or LF), as may precede
+/// a request line.
+fn only_empty_lines(mut bytes: &[u8]) -> bool {
+    loop {
+        bytes = match bytes {
+            [] => return true,
+            [b'\r', b'\n', rest @ ..] | [b'\n', rest @ ..] => rest,
+            _ => return false,
+        };
     }
 }
 
