@@ -45,3 +45,37 @@ pub enum FramingError {
     #[error("invalid trailer section")]
     InvalidTrailers,
 }
+
+/// A `Content-Length` value: 1 to 19 decimal digits (so it fits a u64).
+/// Both legs read the field the same way, so a length one of them accepts
+/// the other cannot read differently.
+pub(crate) fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')),
+    )
+}
+
+/// `value` without optional whitespace (space, tab) at either end.
+pub(crate) fn trim(value: &[u8]) -> &[u8] {
+    let start = value
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |at| at + 1);
+    &value[start..end]
+}
+
+/// Where `part` (a slice of `buf`, as httparse hands them out) lies within
+/// `buf`, so the head can be kept as one `Bytes` and sliced without copies.
+pub(crate) fn range(buf: &[u8], part: &[u8]) -> (usize, usize) {
+    let start = (part.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
+    (start, start + part.len())
+}

@@ -26,7 +26,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
 use crate::http1::decoder::Framing;
-use crate::http1::FramingError;
+use crate::http1::{parse_length, range, trim, FramingError};
 
 /// Most header lines in a request head (hyper's default).
 pub(crate) const MAX_HEADERS: usize = 100;
@@ -180,12 +180,6 @@ fn too_large(buf: &[u8], max: usize) -> HeadError {
     }
 }
 
-/// Where `part` (a slice of `buf`) lies within `buf`.
-fn range(buf: &[u8], part: &[u8]) -> (usize, usize) {
-    let start = (part.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
-    (start, start + part.len())
-}
-
 /// What the head's fields say about framing and the connection.
 #[derive(Debug, Default)]
 struct Facts {
@@ -264,29 +258,4 @@ impl Facts {
             keep_alive,
         ))
     }
-}
-
-/// A `Content-Length` value: 1 to 19 decimal digits (so it fits a u64).
-fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(
-        digits
-            .iter()
-            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')),
-    )
-}
-
-/// `value` without optional whitespace at either end.
-fn trim(value: &[u8]) -> &[u8] {
-    let start = value
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(value.len());
-    let end = value
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(start, |at| at + 1);
-    &value[start..end]
 }
