@@ -130,6 +130,13 @@ impl Decoder {
                 }
                 State::ChunkSize => {
                     let Some(line) = line_end(buf, MAX_CHUNK_LINE)? else {
+                        // Refuse a byte no size line may hold when it
+                        // arrives, not once the line ends (or reaches its
+                        // bound): what is here is the line so far, perhaps
+                        // with its CR.
+                        if !buf.is_empty() {
+                            chunk_size(buf.strip_suffix(b"\r").unwrap_or(buf))?;
+                        }
                         return Ok(Decoded::NeedMore);
                     };
                     let size = chunk_size(&buf[..line])?;

@@ -139,3 +139,32 @@ fn a_close_delimited_body_ends_at_eof_and_others_are_truncated() {
     assert!(decode_all(Framing::Length(10), b"short").is_err());
     assert!(decode_all(Framing::Chunked, b"5\r\nhello\r\n").is_err());
 }
+
+#[test]
+fn a_size_line_is_refused_at_its_first_impossible_byte() {
+    for partial in [
+        &b"0iden"[..],
+        b"x",
+        b"5 x",
+        b"12345678901234567",
+        b"5;a\x00",
+    ] {
+        let mut buf = BytesMut::from(partial);
+        assert!(
+            Decoder::new(Framing::Chunked).decode(&mut buf).is_err(),
+            "waited on {:?}",
+            String::from_utf8_lossy(partial)
+        );
+    }
+    for partial in [&b"5"[..], b"5;ext=1", b"5 ", b"5\r", b"ab;"] {
+        let mut buf = BytesMut::from(partial);
+        assert!(
+            matches!(
+                Decoder::new(Framing::Chunked).decode(&mut buf),
+                Ok(Decoded::NeedMore)
+            ),
+            "refused {:?}",
+            String::from_utf8_lossy(partial)
+        );
+    }
+}
