@@ -100,11 +100,11 @@ pub fn split_requests(input: &[u8]) -> (Vec<ParsedRequest>, End) {
 }
 
 /// Whether `bytes` is nothing but line ends (CRLF or LF), as may precede
-/// a request line.
+/// a request line, perhaps with the CR of one more.
 fn only_empty_lines(mut bytes: &[u8]) -> bool {
     loop {
         bytes = match bytes {
-            [] => return true,
+            [] | [b'\r'] => return true,
             [b'\r', b'\n', rest @ ..] | [b'\n', rest @ ..] => rest,
             _ => return false,
         };

@@ -170,6 +170,8 @@ fn nothing_after_a_connect_is_read_as_a_request() {
 fn trailing_empty_lines_are_no_request() {
     let (requests, end) = split_requests(b"GET / HTTP/1.1\r\n\r\n\r\n\n");
     assert_eq!((requests.len(), end), (1, End::Clean));
+    let (requests, end) = split_requests(b"\r\n\n\r\n\n\r");
+    assert_eq!((requests.len(), end), (0, End::Clean));
     let (requests, end) = split_requests(b"GET / HTTP/1.1\r\n\r\n\r\nGE");
     assert_eq!((requests.len(), end), (1, End::Incomplete));
 }
