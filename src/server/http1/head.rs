@@ -213,9 +213,9 @@ impl Facts {
             let mut codings = 0;
             let mut chunked = true;
             for coding in value.split(|&b| b == b',').map(trim) {
-                if coding.is_empty() {
-                    continue;
-                }
+                // An empty list element (`chunked,`) too: RFC 9110 would
+                // skip it, hyper refuses it, and a gateway takes the
+                // stricter reading.
                 codings += 1;
                 chunked &= coding.eq_ignore_ascii_case(b"chunked");
             }

@@ -175,3 +175,13 @@ fn trailing_empty_lines_are_no_request() {
     let (requests, end) = split_requests(b"GET / HTTP/1.1\r\n\r\n\r\nGE");
     assert_eq!((requests.len(), end), (1, End::Incomplete));
 }
+
+#[test]
+fn a_transfer_encoding_with_an_empty_element_is_refused() {
+    for input in [
+        &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked,\r\n\r\n0\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: , chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        assert_eq!(split_requests(input), (Vec::new(), End::Refused));
+    }
+}
