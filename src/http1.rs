@@ -7,6 +7,7 @@
 //! set of tests rather than two that could drift apart.
 
 pub(crate) mod decoder;
+pub(crate) mod fields;
 
 /// Why a message's framing could not be trusted (an upstream response's,
 /// or a client request's). The connection is closed after any of these:

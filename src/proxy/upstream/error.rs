@@ -36,7 +36,7 @@ pub(crate) enum ExchangeError {
     /// The response head is not HTTP/1.x.
     #[error("invalid response head")]
     Parse(#[source] httparse::Error),
-    /// More header lines than [`super::response::MAX_HEADERS`], or a head
+    /// More header lines than [`crate::http1::fields::MAX_HEADERS`], or a head
     /// longer than [`super::response::MAX_HEAD_BYTES`].
     #[error("response head too large")]
     HeadTooLarge,

@@ -19,10 +19,9 @@ use http::{StatusCode, Version};
 
 use super::error::{ExchangeError, FramingError};
 use crate::http1::decoder::Framing;
+use crate::http1::fields;
 use crate::http1::{parse_length, range, trim};
 
-/// Most header lines in a response head (hyper's client default).
-pub(crate) const MAX_HEADERS: usize = 100;
 /// Longest response head (hyper's client default buffer limit).
 pub(crate) const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 
@@ -43,22 +42,19 @@ pub(crate) struct Head {
     pub(crate) keep_alive: bool,
 }
 
-/// Byte ranges of one header line within the head.
-#[derive(Clone, Copy, Default)]
-struct Field {
-    name: (usize, usize),
-    value: (usize, usize),
-}
-
 /// Parses the response head at the start of `buf`, if it has all arrived,
 /// taking it out of `buf`. `head_request` says the request was `HEAD`
 /// (whose response never has a body, whatever its headers say).
 pub(crate) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, ExchangeError> {
-    let mut fields = [Field::default(); MAX_HEADERS];
-    let (len, status, version, reason, count) = {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
-        let len = match response.parse(buf) {
+    let (len, status, version, reason, fields) = {
+        let mut room = fields::room();
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut room,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
                 return Err(ExchangeError::HeadTooLarge)
@@ -80,20 +76,19 @@ pub(crate) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Hea
             .reason
             .filter(|reason| Some(*reason) != status.canonical_reason())
             .map(|reason| range(buf, reason.as_bytes()));
-        let count = response.headers.len();
-        for (field, header) in fields.iter_mut().zip(response.headers.iter()) {
-            *field = Field {
-                name: range(buf, header.name.as_bytes()),
-                value: range(buf, header.value),
-            };
-        }
-        (len, status, version, reason, count)
+        (
+            len,
+            status,
+            version,
+            reason,
+            fields::of(buf, response.headers),
+        )
     };
     let head = buf.split_to(len).freeze();
 
-    let mut headers = HeaderMap::with_capacity(count);
+    let mut headers = HeaderMap::with_capacity(fields.len());
     let mut facts = Facts::default();
-    for field in &fields[..count] {
+    for field in &fields {
         let name = HeaderName::from_bytes(&head[field.name.0..field.name.1])
             .map_err(|_| ExchangeError::Parse(httparse::Error::HeaderName))?;
         let value = head.slice(field.value.0..field.value.1);

@@ -1,7 +1,7 @@
 //! Parsing a request head with httparse and reading its framing strictly.
 //!
-//! The head is parsed in place from the connection's read buffer (into a
-//! fixed array of [`MAX_HEADERS`] fields on the stack); once complete, that
+//! The head is parsed in place from the connection's read buffer (see
+//! [`crate::http1::fields`]); once complete, that
 //! part of the buffer is frozen and every header value is a slice of it, so
 //! a head costs one pre-sized `HeaderMap` and no copy per value, as in
 //! hyper and in the upstream client's response parser.
@@ -9,13 +9,13 @@
 //! Framing (RFC 9112 6) is decided here and nowhere else, so the live
 //! connection and [`super::split`] (the fuzzing oracle) cannot disagree:
 //!
-//! - `Transfer-Encoding` must be `chunked` and nothing else (any case; the
-//!   same value on several lines is still chunked), never on HTTP/1.0;
+//! - `Transfer-Encoding` must hold exactly one coding, `chunked` (any
+//!   case), over all its lines, and never on HTTP/1.0;
 //! - `Content-Length` must be 1 to 19 digits; several lines must agree, and
 //!   a comma list is refused;
-//! - with both, the chunked framing is read, the `Content-Length` is
-//!   dropped from the head, and the connection closes after the answer
-//!   (RFC 9112 6.1; see `SECURITY.md` on why this is not a refusal);
+//! - both together are refused (RFC 9112 6.1 would let a server read the
+//!   chunked framing and close; a gateway cannot know how the next reader
+//!   frames it, see `SECURITY.md`);
 //! - otherwise there is no body.
 //!
 //! httparse itself refuses obs-fold, whitespace before a colon, bare CR,
@@ -26,10 +26,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
 use crate::http1::decoder::Framing;
+use crate::http1::fields;
 use crate::http1::{parse_length, range, trim, FramingError};
-
-/// Most header lines in a request head (hyper's default).
-pub(crate) const MAX_HEADERS: usize = 100;
 
 /// A parsed request head and what it says about the connection.
 #[derive(Debug)]
@@ -55,7 +53,7 @@ pub(crate) struct Head {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum HeadError {
     /// The head is longer than the listener's `max_header_bytes`, or has
-    /// more than [`MAX_HEADERS`] fields.
+    /// more than [`fields::MAX_HEADERS`] fields.
     #[error("request head too large")]
     TooLarge,
     /// The request line alone is longer than the head limit.
@@ -80,13 +78,6 @@ impl HeadError {
     }
 }
 
-/// Byte ranges of one header line within the head.
-#[derive(Clone, Copy, Default)]
-struct Field {
-    name: (usize, usize),
-    value: (usize, usize),
-}
-
 /// Parses the request head at the start of `buf`, if it has all arrived,
 /// taking it out of `buf` (the body and anything pipelined stay). The head
 /// may be at most `max` bytes. `each` sees every field in the order
@@ -97,11 +88,10 @@ pub(crate) fn parse(
     max: usize,
     mut each: impl FnMut(&HeaderName, &[u8]),
 ) -> Result<Option<Head>, HeadError> {
-    let mut fields = [Field::default(); MAX_HEADERS];
-    let (len, method, target, version, count) = {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        let len = match request.parse(buf) {
+    let (len, method, target, version, fields) = {
+        let mut room = fields::room();
+        let mut request = httparse::Request::new(&mut []);
+        let len = match request.parse_with_uninit_headers(buf, &mut room) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() >= max => return Err(too_large(buf, max)),
             Ok(httparse::Status::Partial) => return Ok(None),
@@ -118,22 +108,21 @@ pub(crate) fn parse(
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        let count = request.headers.len();
-        for (field, header) in fields.iter_mut().zip(request.headers.iter()) {
-            *field = Field {
-                name: range(buf, header.name.as_bytes()),
-                value: range(buf, header.value),
-            };
-        }
-        (len, method, target, version, count)
+        (
+            len,
+            method,
+            target,
+            version,
+            fields::of(buf, request.headers),
+        )
     };
     let head = buf.split_to(len).freeze();
     let uri =
         Uri::from_maybe_shared(head.slice(target.0..target.1)).map_err(|_| HeadError::Malformed)?;
 
-    let mut headers = HeaderMap::with_capacity(count);
+    let mut headers = HeaderMap::with_capacity(fields.len());
     let mut facts = Facts::default();
-    for field in &fields[..count] {
+    for field in &fields {
         let name = HeaderName::from_bytes(&head[field.name.0..field.name.1])
             .map_err(|_| HeadError::Malformed)?;
         let value: Bytes = head.slice(field.value.0..field.value.1);

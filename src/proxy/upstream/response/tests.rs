@@ -1,4 +1,5 @@
 use super::*;
+use crate::http1::fields::MAX_HEADERS;
 
 fn parse_str(head: &str, head_request: bool) -> Result<Option<Head>, ExchangeError> {
     parse(&mut BytesMut::from(head.as_bytes()), head_request)
