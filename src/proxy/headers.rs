@@ -61,12 +61,15 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
+/// How many headers [`HOP_BY_HOP`] lists.
+const HOPS: usize = 10;
+
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1,
 /// plus the non-standard ones proxies are known to honour).
 /// `HTTP2-Settings` only ever comes with `Upgrade: h2c` (RFC 7540 3.2.1),
 /// which keygate never relays, so it goes even when not named in
 /// `Connection`.
-const HOP_BY_HOP: [HeaderName; 10] = [
+const HOP_BY_HOP: [HeaderName; HOPS] = [
     CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -83,7 +86,7 @@ const HOP_BY_HOP: [HeaderName; 10] = [
 /// array builds and drops ten `HeaderName`s every time, while a membership
 /// test against the `const` compiles to plain comparisons (measured both
 /// ways; each is the faster one for its use).
-static HOP_BY_HOP_LIST: [HeaderName; 10] = HOP_BY_HOP;
+static HOP_BY_HOP_LIST: [HeaderName; HOPS] = HOP_BY_HOP;
 
 /// Facts about the connection a request arrived on.
 #[derive(Debug, Clone)]
@@ -126,15 +129,39 @@ fn is_alias(name: &str, target: &str) -> bool {
 }
 
 /// Removes hop-by-hop headers and those named in `Connection`.
+///
+/// One read-only pass over the names finds which hop-by-hop headers are
+/// there (comparisons, no hashing); only those are removed. Nearly every
+/// response carries just `Connection`, so this costs one hashed removal
+/// instead of eleven lookups (callgrind: this function and the map's
+/// hashing were 6% of a forwarded request's instructions).
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let mut present = [false; HOPS];
+    for name in headers.keys() {
+        if let Some(at) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[at] = true;
+        }
+    }
+    if present == [false; HOPS] {
+        return;
+    }
     // Names listed in Connection, collected first: HeaderMap cannot be
     // mutated while its values are borrowed. No allocation unless the
-    // client sent a Connection header naming something.
+    // client sent a Connection header naming something beyond the
+    // hop-by-hop headers, which go anyway.
     let mut named: Vec<HeaderName> = Vec::new();
     for value in headers.get_all(CONNECTION) {
         for token in value.to_str().unwrap_or("").split(',') {
             let token = token.trim();
             if token.is_empty() {
+                continue;
+            }
+            // `keep-alive` and the other hop-by-hop names go anyway; not
+            // making a `HeaderName` of them saves an allocation each.
+            if HOP_BY_HOP
+                .iter()
+                .any(|hop| hop.as_str().eq_ignore_ascii_case(token))
+            {
                 continue;
             }
             if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
@@ -147,8 +174,10 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP_LIST {
-        headers.remove(name);
+    for (name, present) in HOP_BY_HOP_LIST.iter().zip(present) {
+        if present {
+            headers.remove(name);
+        }
     }
 }
 
@@ -277,6 +306,37 @@ mod tests {
         assert!(!is_alias("x-haplo-usex", "x-haplo-user"));
         // A configured name with underscores matches the dashed spelling.
         assert!(is_alias("x-remote-user", "x_remote_user"));
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_goes_alone_or_named_in_any_case() {
+        for hop in &HOP_BY_HOP {
+            let mut h = HeaderMap::new();
+            h.insert(HOST, "a".parse().unwrap());
+            h.append(hop.clone(), "1".parse().unwrap());
+            h.append(hop.clone(), "2".parse().unwrap());
+            remove_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{hop} left behind: {h:?}");
+            assert!(h.contains_key(HOST));
+        }
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, "Keep-Alive, X-B".parse().unwrap());
+        h.insert(KEEP_ALIVE, "timeout=5".parse().unwrap());
+        h.insert("x-b", "1".parse().unwrap());
+        h.insert("x-c", "1".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-c"]);
+    }
+
+    #[test]
+    fn end_to_end_headers_are_left_alone() {
+        let mut h = HeaderMap::new();
+        h.insert(HOST, "a".parse().unwrap());
+        h.append("x-a", "1".parse().unwrap());
+        h.append("x-a", "2".parse().unwrap());
+        let before = h.clone();
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h, before);
     }
 
     #[test]
