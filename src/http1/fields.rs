@@ -36,18 +36,21 @@ pub(crate) fn room<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
     [const { MaybeUninit::uninit() }; MAX_HEADERS]
 }
 
-/// The ranges within `buf` of `headers`, which httparse parsed from it.
-/// httparse never returns more lines than the room it was given; any
-/// beyond [`MAX_HEADERS`] would be dropped rather than panic.
-pub(crate) fn of(buf: &[u8], headers: &[httparse::Header<'_>]) -> Fields {
-    headers
-        .iter()
-        .take(MAX_HEADERS)
-        .map(|header| Field {
+/// Appends to `fields` the ranges within `buf` of `headers`, which
+/// httparse parsed from it. (Filled in place: returning the `ArrayVec`
+/// would copy all 3.2 KB of it.) httparse never returns more lines than
+/// the room it was given; any beyond the capacity would be dropped rather
+/// than panic.
+pub(crate) fn record(fields: &mut Fields, buf: &[u8], headers: &[httparse::Header<'_>]) {
+    for header in headers {
+        let field = Field {
             name: range(buf, header.name.as_bytes()),
             value: range(buf, header.value),
-        })
-        .collect()
+        };
+        if fields.try_push(field).is_err() {
+            break;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -61,7 +64,8 @@ mod tests {
         let mut request = httparse::Request::new(&mut []);
         let parsed = request.parse_with_uninit_headers(buf, &mut room);
         assert!(matches!(parsed, Ok(httparse::Status::Complete(_))));
-        let fields = of(buf, request.headers);
+        let mut fields = Fields::new();
+        record(&mut fields, buf, request.headers);
         let lines: Vec<(&[u8], &[u8])> = fields
             .iter()
             .map(|f| (&buf[f.name.0..f.name.1], &buf[f.value.0..f.value.1]))

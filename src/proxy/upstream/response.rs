@@ -19,7 +19,7 @@ use http::{StatusCode, Version};
 
 use super::error::{ExchangeError, FramingError};
 use crate::http1::decoder::Framing;
-use crate::http1::fields;
+use crate::http1::fields::{self, Fields};
 use crate::http1::{parse_length, range, trim};
 
 /// Longest response head (hyper's client default buffer limit).
@@ -46,7 +46,8 @@ pub(crate) struct Head {
 /// taking it out of `buf`. `head_request` says the request was `HEAD`
 /// (whose response never has a body, whatever its headers say).
 pub(crate) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, ExchangeError> {
-    let (len, status, version, reason, fields) = {
+    let mut fields = Fields::new();
+    let (len, status, version, reason) = {
         let mut room = fields::room();
         let mut response = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -76,13 +77,8 @@ pub(crate) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Hea
             .reason
             .filter(|reason| Some(*reason) != status.canonical_reason())
             .map(|reason| range(buf, reason.as_bytes()));
-        (
-            len,
-            status,
-            version,
-            reason,
-            fields::of(buf, response.headers),
-        )
+        fields::record(&mut fields, buf, response.headers);
+        (len, status, version, reason)
     };
     let head = buf.split_to(len).freeze();
 

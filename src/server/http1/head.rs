@@ -26,8 +26,11 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
 use crate::http1::decoder::Framing;
-use crate::http1::fields;
+use crate::http1::fields::{self, Fields};
 use crate::http1::{parse_length, range, trim, FramingError};
+
+/// Headers the proxy adds to a forwarded request (see `parse`).
+const FORWARDING_HEADROOM: usize = 4;
 
 /// A parsed request head and what it says about the connection.
 #[derive(Debug)]
@@ -88,7 +91,8 @@ pub(crate) fn parse(
     max: usize,
     mut each: impl FnMut(&HeaderName, &[u8]),
 ) -> Result<Option<Head>, HeadError> {
-    let (len, method, target, version, fields) = {
+    let mut fields = Fields::new();
+    let (len, method, target, version) = {
         let mut room = fields::room();
         let mut request = httparse::Request::new(&mut []);
         let len = match request.parse_with_uninit_headers(buf, &mut room) {
@@ -108,19 +112,17 @@ pub(crate) fn parse(
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        (
-            len,
-            method,
-            target,
-            version,
-            fields::of(buf, request.headers),
-        )
+        fields::record(&mut fields, buf, request.headers);
+        (len, method, target, version)
     };
     let head = buf.split_to(len).freeze();
     let uri =
         Uri::from_maybe_shared(head.slice(target.0..target.1)).map_err(|_| HeadError::Malformed)?;
 
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    // Room for the four headers a forwarded request gains (identity, key
+    // id, X-Forwarded-For and -Proto): a map sized to the fields alone
+    // grew, rehashing, on most requests.
+    let mut headers = HeaderMap::with_capacity(fields.len() + FORWARDING_HEADROOM);
     let mut facts = Facts::default();
     for field in &fields {
         let name = HeaderName::from_bytes(&head[field.name.0..field.name.1])
