@@ -246,8 +246,8 @@ impl Proxy {
         // Answer in the client's protocol version, not the upstream's: an
         // HTTP/1.0 upstream must not turn our response into HTTP/1.0.
         parts.version = version;
-        let upgrade_protocol = parts.headers.get(UPGRADE).cloned();
-        headers::rewrite_response(&mut parts.headers);
+        // Hop-by-hop headers never reached this map (`upstream::response`
+        // leaves them out), but for a 101's `Upgrade`, which is relayed.
         if settings.rate_limit_headers == RateLimitHeaders::Always {
             if let Some(quota) = authenticated.quota() {
                 const NANOS: u64 = 1_000_000_000;
@@ -261,9 +261,6 @@ impl Proxy {
             }
         }
         if let Some((client, upstream)) = upgraded {
-            if let Some(protocol) = upgrade_protocol {
-                parts.headers.insert(UPGRADE, protocol);
-            }
             parts
                 .headers
                 .insert(CONNECTION, http::HeaderValue::from_static("upgrade"));

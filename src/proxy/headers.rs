@@ -36,6 +36,11 @@
 //! The common request carries none of these, so [`rewrite_request`] first
 //! makes one read-only pass over the names and only then pays for removals.
 //!
+//! Responses need only step 1, and get it earlier: the upstream client's
+//! parser (`upstream::response`) leaves hop-by-hop fields, and those named
+//! in `Connection`, out of the response it builds ([`is_hop_by_hop`]),
+//! which is cheaper than building them into the map and removing them.
+//!
 //! Also here: which address a request comes from ([`client_address`]),
 //! since that reads `X-Forwarded-For` with the same trust rule, and the
 //! `Host` check (`host`).
@@ -158,10 +163,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
             }
             // `keep-alive` and the other hop-by-hop names go anyway; not
             // making a `HeaderName` of them saves an allocation each.
-            if HOP_BY_HOP
-                .iter()
-                .any(|hop| hop.as_str().eq_ignore_ascii_case(token))
-            {
+            if is_hop_by_hop_token(token.as_bytes()) {
                 continue;
             }
             if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
@@ -287,10 +289,18 @@ fn strip(headers: &mut HeaderMap, settings: &ProxySettings, trusted: bool) {
     }
 }
 
-/// Rewrites the upstream's response headers for the client: hop-by-hop
-/// headers describe the upstream connection, not ours.
-pub fn rewrite_response(headers: &mut HeaderMap) {
-    remove_hop_by_hop(headers);
+/// Whether `name` is a hop-by-hop header, which never crosses keygate.
+/// The upstream client's response parser uses this to keep such fields
+/// out of the response it hands over (`upstream::response`).
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
+/// Whether a `Connection` option (any case) names a hop-by-hop header.
+pub(crate) fn is_hop_by_hop_token(token: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|hop| hop.as_str().as_bytes().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]

@@ -7,6 +7,10 @@
 //! value. Names are matched against `http`'s standard names (no allocation
 //! for the common ones).
 //!
+//! The head handed on holds only end-to-end fields: hop-by-hop ones and
+//! those named in `Connection` are left out as the map is built (but for
+//! a `101`'s `Upgrade`), so the proxy never builds and then removes them.
+//!
 //! Framing follows RFC 9112 6.3, made strict because the connection is
 //! reused after the body: `Transfer-Encoding` with `Content-Length`, a
 //! transfer coding other than exactly `chunked`, chunking in HTTP/1.0, and
@@ -14,13 +18,14 @@
 //! values are all errors (502, connection closed), never a guess.
 
 use bytes::BytesMut;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, UPGRADE};
 use http::{StatusCode, Version};
 
 use super::error::{ExchangeError, FramingError};
 use crate::http1::decoder::Framing;
 use crate::http1::fields::{self, Fields};
 use crate::http1::{parse_length, range, trim};
+use crate::proxy::headers::{is_hop_by_hop, is_hop_by_hop_token};
 
 /// Longest response head (hyper's client default buffer limit).
 pub(crate) const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
@@ -84,11 +89,30 @@ pub(crate) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Hea
 
     let mut headers = HeaderMap::with_capacity(fields.len());
     let mut facts = Facts::default();
+    // Options in `Connection` that name a field (rare: nearly every
+    // upstream sends only `keep-alive` or `close`).
+    let named = connection_options(&head, &fields)
+        .any(|option| !is_hop_by_hop_token(option) && !option.eq_ignore_ascii_case(b"close"));
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     for field in &fields {
         let name = HeaderName::from_bytes(&head[field.name.0..field.name.1])
             .map_err(|_| ExchangeError::Parse(httparse::Error::HeaderName))?;
         let value = head.slice(field.value.0..field.value.1);
         facts.note(&name, &value)?;
+        // Hop-by-hop fields describe the upstream connection, not the
+        // client's, and stay here (the 101's `Upgrade` names the protocol
+        // the relay switches to, so it goes on). `Content-Length` cannot
+        // be named away: the client's framing depends on it.
+        let relayed_upgrade = switching && name == UPGRADE;
+        let hop = !relayed_upgrade
+            && (is_hop_by_hop(&name)
+                || (named
+                    && name != CONTENT_LENGTH
+                    && connection_options(&head, &fields)
+                        .any(|option| option.eq_ignore_ascii_case(name.as_str().as_bytes()))));
+        if hop {
+            continue;
+        }
         let value = HeaderValue::from_maybe_shared(value)
             .map_err(|_| ExchangeError::Parse(httparse::Error::HeaderValue))?;
         headers.append(name, value);
@@ -104,6 +128,16 @@ pub(crate) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Hea
         framing,
         keep_alive,
     }))
+}
+
+/// The options of every `Connection` field in `head`, in order.
+fn connection_options<'a>(head: &'a [u8], fields: &'a Fields) -> impl Iterator<Item = &'a [u8]> {
+    fields
+        .iter()
+        .filter(|field| head[field.name.0..field.name.1].eq_ignore_ascii_case(b"connection"))
+        .flat_map(|field| head[field.value.0..field.value.1].split(|&b| b == b','))
+        .map(trim)
+        .filter(|option| !option.is_empty())
 }
 
 /// What the head's headers say about framing and the connection.

@@ -128,3 +128,49 @@ fn values_and_reason_survive_and_the_rest_of_the_buffer_stays() {
         .unwrap();
     assert!(head.reason.is_none());
 }
+
+/// The names of the fields a parsed head hands on, in order.
+fn kept(head: &str) -> Vec<String> {
+    let head = parse_str(head, false).unwrap().unwrap();
+    head.headers.keys().map(|name| name.to_string()).collect()
+}
+
+#[test]
+fn hop_by_hop_fields_and_those_named_in_connection_are_left_out() {
+    assert_eq!(
+        kept(
+            "HTTP/1.1 200 OK\r\nX-Early: 1\r\nConnection: keep-alive, X-Early\r\n\
+             Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nTrailer: x\r\nTE: trailers\r\n\
+             Proxy-Authenticate: Basic\r\nProxy-Connection: keep-alive\r\n\
+             HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\nConnection: x-late\r\n\
+             X-Late: 1\r\nX-Kept: 1\r\nContent-Length: 1\r\n\r\n"
+        ),
+        ["x-kept", "content-length"]
+    );
+    // Chunked framing is read, and the field does not go on.
+    assert_eq!(
+        kept("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Kept: 1\r\n\r\n"),
+        ["x-kept"]
+    );
+    // The client's framing depends on Content-Length: naming it is ignored.
+    assert_eq!(
+        kept("HTTP/1.1 200 OK\r\nConnection: content-length, close\r\nContent-Length: 1\r\n\r\n"),
+        ["content-length"]
+    );
+    // Nothing to leave out: the map is the head.
+    assert_eq!(
+        kept("HTTP/1.1 200 OK\r\nConnection: close\r\nX-A: 1\r\nX-A: 2\r\nX-B: 3\r\n\r\n"),
+        ["x-a", "x-b"]
+    );
+}
+
+#[test]
+fn a_switching_response_keeps_its_upgrade_for_the_relay() {
+    assert_eq!(
+        kept(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade, X-Gone\r\n\
+             Upgrade: websocket\r\nX-Gone: 1\r\nSec-WebSocket-Accept: abc\r\n\r\n"
+        ),
+        ["upgrade", "sec-websocket-accept"]
+    );
+}
