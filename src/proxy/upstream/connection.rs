@@ -64,8 +64,10 @@ impl Connection {
     /// This is what lets a request that was never written go to another
     /// connection: a connection found closed here never carried it. An
     /// upstream that closes between this check and the request's write is
-    /// not detected here; that request may have reached the application,
-    /// so it is answered 502 rather than sent again.
+    /// not detected here. If the write then fails before the kernel took a
+    /// byte, the request still goes to another connection; once any byte
+    /// was taken the request may have reached the application, so it is
+    /// answered 502 rather than sent again.
     pub(crate) fn is_open(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
         let mut byte = [0u8; 1];
