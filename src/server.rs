@@ -43,6 +43,7 @@ use crate::config::Http2Limits;
 use crate::tls::Tls;
 
 mod body;
+mod date;
 mod http1;
 mod http2;
 mod write_timeout;

@@ -3,7 +3,8 @@
 //! stream limit, a client that resets too fast gets GOAWAY
 //! `ENHANCE_YOUR_CALM`, idle connections close after the header timeout
 //! (answering PINGs or sending half a header block does not keep them
-//! open), and `cookie` crumbs reach the HTTP/1.1 upstream as one field.
+//! open), `cookie` crumbs reach the HTTP/1.1 upstream as one field, and
+//! keygate's own answers carry a `Date`.
 //!
 //! The client side is the `h2` crate, driven stream by stream, over real
 //! TLS with ALPN `h2`.
@@ -284,4 +285,26 @@ async fn http2_cookie_crumbs_reach_the_upstream_as_one_field() {
     assert_eq!(response.status(), 200);
     let recorded = h.upstream.next().await;
     assert_eq!(recorded.all("cookie"), ["a=1; b=2"]);
+}
+
+#[tokio::test]
+async fn a_refusal_over_http2_carries_the_current_date() {
+    let h = h2_proxy(&[], &[]).await;
+    let (mut client, _conn) = h.connect().await;
+    let mut request = h.get("/ok");
+    request.headers_mut().remove("authorization");
+    // A Date has whole seconds: the one sent may be up to a second older.
+    let before = std::time::SystemTime::now() - Duration::from_secs(1);
+    let (response, _) = open(&mut client, request).await;
+    let response = tokio::time::timeout(PATIENCE, response)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 403, "no key");
+    let date = response.headers().get("date").expect("keygate adds a Date");
+    let at = httpdate::parse_http_date(date.to_str().unwrap()).unwrap();
+    assert!(
+        at >= before && at <= std::time::SystemTime::now(),
+        "{date:?}"
+    );
 }

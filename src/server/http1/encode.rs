@@ -13,10 +13,8 @@
 //! `Transfer-Encoding` from the service is dropped (the connection frames
 //! the body itself); `Connection: close` from it closes the connection
 //! after the response. A `Date` is added when the service set none,
-//! formatted at most once a second per thread.
-
-use std::cell::RefCell;
-use std::time::{SystemTime, UNIX_EPOCH};
+//! formatted at most once a second per thread
+//! ([`crate::server::date`]).
 
 use http::header::{self, HeaderValue};
 use http::response::Parts;
@@ -174,33 +172,10 @@ pub(super) fn chunk_size(buf: &mut Vec<u8>, n: usize) {
     buf.extend_from_slice(b"\r\n");
 }
 
-/// The current time as an IMF-fixdate, remade at most once a second.
-#[derive(Debug)]
-struct CachedDate {
-    secs: u64,
-    text: [u8; 29],
-}
-
-thread_local! {
-    static DATE: RefCell<CachedDate> = const {
-        RefCell::new(CachedDate { secs: u64::MAX, text: [b' '; 29] })
-    };
-}
-
 fn date(buf: &mut Vec<u8>) {
-    let now = SystemTime::now();
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    DATE.with(|cached| {
-        let mut cached = cached.borrow_mut();
-        if cached.secs != secs {
-            let text = httpdate::fmt_http_date(now);
-            if text.len() == cached.text.len() {
-                cached.text.copy_from_slice(text.as_bytes());
-                cached.secs = secs;
-            }
-        }
+    crate::server::date::with_now(|date| {
         buf.extend_from_slice(b"date: ");
-        buf.extend_from_slice(&cached.text);
+        buf.extend_from_slice(date.as_bytes());
         buf.extend_from_slice(b"\r\n");
     });
 }

@@ -15,7 +15,7 @@
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use h2::server::SendResponse;
@@ -109,9 +109,7 @@ async fn respond_with<B>(
     let (mut parts, body) = response.into_parts();
     strip_connection_headers(&mut parts.headers);
     if !parts.headers.contains_key(DATE) {
-        if let Ok(date) = HeaderValue::try_from(httpdate::fmt_http_date(SystemTime::now())) {
-            parts.headers.insert(DATE, date);
-        }
+        parts.headers.insert(DATE, crate::server::date::now());
     }
     let end = body.is_end_stream();
     if !end && !parts.headers.contains_key(CONTENT_LENGTH) {
@@ -251,14 +249,24 @@ async fn reset_already(
 
 /// Headers HTTP/2 forbids (RFC 9113 8.2.2): the h2 crate refuses to send a
 /// head with any of them, so they go here whatever the handler left in.
+/// Nearly every head has none (the upstream leg already dropped its
+/// hop-by-hop fields), so one scan of the names looks first: removing each
+/// by name hashed it whether present or not.
 fn strip_connection_headers(headers: &mut HeaderMap) {
-    for name in [
+    const FORBIDDEN: [HeaderName; 5] = [
         CONNECTION,
         KEEP_ALIVE,
         PROXY_CONNECTION,
         TRANSFER_ENCODING,
         UPGRADE,
-    ] {
+    ];
+    if !headers
+        .keys()
+        .any(|name| *name == TE || FORBIDDEN.contains(name))
+    {
+        return;
+    }
+    for name in FORBIDDEN {
         headers.remove(name);
     }
     if headers.get(TE).is_some_and(|te| te != "trailers") {
@@ -297,6 +305,35 @@ fn join_cookies(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_connection_specific_field_is_stripped_and_the_rest_kept() {
+        let mut headers = HeaderMap::new();
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
+        }
+        headers.insert(TE, HeaderValue::from_static("gzip"));
+        headers.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_connection_headers(&mut headers);
+        let left: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn te_trailers_alone_stays() {
+        let mut headers = HeaderMap::new();
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        headers.insert(UPGRADE, HeaderValue::from_static("h2c"));
+        strip_connection_headers(&mut headers);
+        let left: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["te"]);
+    }
 
     #[test]
     fn cookie_crumbs_become_one_field() {
