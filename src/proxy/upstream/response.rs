@@ -9,7 +9,8 @@
 //!
 //! The head handed on holds only end-to-end fields: hop-by-hop ones and
 //! those named in `Connection` are left out as the map is built (but for
-//! a `101`'s `Upgrade`), so the proxy never builds and then removes them.
+//! a `101`'s first `Upgrade`), so the proxy never builds and then removes
+//! them.
 //!
 //! Framing follows RFC 9112 6.3, made strict because the connection is
 //! reused after the body: `Transfer-Encoding` with `Content-Length`, a
@@ -94,16 +95,20 @@ pub(crate) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Hea
     let named = connection_options(&head, &fields)
         .any(|option| !is_hop_by_hop_token(option) && !option.eq_ignore_ascii_case(b"close"));
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    let mut upgrade_relayed = false;
     for field in &fields {
         let name = HeaderName::from_bytes(&head[field.name.0..field.name.1])
             .map_err(|_| ExchangeError::Parse(httparse::Error::HeaderName))?;
         let value = head.slice(field.value.0..field.value.1);
         facts.note(&name, &value)?;
         // Hop-by-hop fields describe the upstream connection, not the
-        // client's, and stay here (the 101's `Upgrade` names the protocol
-        // the relay switches to, so it goes on). `Content-Length` cannot
-        // be named away: the client's framing depends on it.
-        let relayed_upgrade = switching && name == UPGRADE;
+        // client's, and stay here. A 101's first `Upgrade` names the
+        // protocol the relay switches to, so it goes on; only that one,
+        // since the relay checks that one against the client's offer and a
+        // second line could name another protocol past it. `Content-Length`
+        // cannot be named away: the client's framing depends on it.
+        let relayed_upgrade = switching && name == UPGRADE && !upgrade_relayed;
+        upgrade_relayed |= relayed_upgrade;
         let hop = !relayed_upgrade
             && (is_hop_by_hop(&name)
                 || (named

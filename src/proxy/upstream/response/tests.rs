@@ -174,3 +174,18 @@ fn a_switching_response_keeps_its_upgrade_for_the_relay() {
         ["upgrade", "sec-websocket-accept"]
     );
 }
+
+#[test]
+fn a_switching_response_relays_only_its_first_upgrade_line() {
+    // The relay checks the first line against the client's offer; a
+    // second line must not name another protocol (h2c) past that check.
+    let head = parse_str(
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n\
+         Upgrade: websocket\r\nUpgrade: h2c\r\n\r\n",
+        false,
+    )
+    .unwrap()
+    .unwrap();
+    let upgrades: Vec<_> = head.headers.get_all(UPGRADE).iter().collect();
+    assert_eq!(upgrades, ["websocket"]);
+}
