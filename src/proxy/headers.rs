@@ -60,6 +60,7 @@ pub(crate) use self::host::check_host;
 
 use crate::auth::credentials::X_ONEIS_KEY;
 use crate::config::ProxySettings;
+use crate::http1::trim;
 use crate::keys::Entry;
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -156,17 +157,18 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // hop-by-hop headers, which go anyway.
     let mut named: Vec<HeaderName> = Vec::new();
     for value in headers.get_all(CONNECTION) {
-        for token in value.to_str().unwrap_or("").split(',') {
-            let token = token.trim();
+        // Split as bytes: a value with one non-ASCII option still names
+        // the fields in its other options (as the upstream leg reads it).
+        for token in value.as_bytes().split(|&b| b == b',').map(trim) {
             if token.is_empty() {
                 continue;
             }
             // `keep-alive` and the other hop-by-hop names go anyway; not
             // making a `HeaderName` of them saves an allocation each.
-            if is_hop_by_hop_token(token.as_bytes()) {
+            if is_hop_by_hop_token(token) {
                 continue;
             }
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+            if let Ok(name) = HeaderName::from_bytes(token) {
                 if name != HOST && name != CONTENT_LENGTH {
                     named.push(name);
                 }
@@ -336,6 +338,19 @@ mod tests {
         h.insert("x-c", "1".parse().unwrap());
         remove_hop_by_hop(&mut h);
         assert_eq!(h.keys().collect::<Vec<_>>(), ["x-c"]);
+    }
+
+    #[test]
+    fn a_non_ascii_connection_option_does_not_hide_the_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONNECTION,
+            HeaderValue::from_bytes(b"x-foo, \x80caf\xc3\xa9").unwrap(),
+        );
+        h.insert("x-foo", "1".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-kept"]);
     }
 
     #[test]
