@@ -39,19 +39,27 @@ pub(crate) fn now() -> HeaderValue {
 /// Calls `f` with the current time as a `Date` value, borrowed from the
 /// cache (HTTP/1.1 copies the bytes into its head and needs no clone).
 pub(crate) fn with_now<R>(f: impl FnOnce(&HeaderValue) -> R) -> R {
-    let now = SystemTime::now();
+    with_time(SystemTime::now(), f)
+}
+
+/// [`with_now`] at `now`: the cache is remade when `now` is in another
+/// second than the cached value.
+fn with_time<R>(now: SystemTime, f: impl FnOnce(&HeaderValue) -> R) -> R {
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     NOW.with(|cached| {
-        let mut cached = cached.borrow_mut();
-        if cached.secs != secs {
-            // An IMF-fixdate is visible ASCII: the error arm never runs.
-            if let Ok(value) =
-                HeaderValue::from_maybe_shared(bytes::Bytes::from(httpdate::fmt_http_date(now)))
-            {
-                *cached = Cached { secs, value };
+        {
+            let mut cached = cached.borrow_mut();
+            if cached.secs != secs {
+                // An IMF-fixdate is visible ASCII: the error arm never runs.
+                if let Ok(value) =
+                    HeaderValue::from_maybe_shared(bytes::Bytes::from(httpdate::fmt_http_date(now)))
+                {
+                    *cached = Cached { secs, value };
+                }
             }
         }
-        f(&cached.value)
+        // Only a shared borrow while `f` runs.
+        f(&cached.borrow().value)
     })
 }
 
@@ -73,12 +81,31 @@ mod tests {
 
     #[test]
     fn within_a_second_the_cached_value_is_handed_out_not_remade() {
-        // Two calls may straddle a second boundary, but not three pairs
-        // in a row: each pair takes microseconds.
-        let shared = (0..3).any(|_| {
-            let (a, b) = (now(), now());
-            a == b && a.as_bytes().as_ptr() == b.as_bytes().as_ptr()
-        });
-        assert!(shared, "the same second's value shares one buffer");
+        let at = UNIX_EPOCH + std::time::Duration::from_millis(1_796_083_200_250);
+        let first = with_time(at, HeaderValue::clone);
+        let later = with_time(
+            at + std::time::Duration::from_millis(700),
+            HeaderValue::clone,
+        );
+        assert_eq!(first, "Tue, 01 Dec 2026 00:00:00 GMT");
+        assert_eq!(
+            first.as_bytes().as_ptr(),
+            later.as_bytes().as_ptr(),
+            "the same second's value shares one buffer"
+        );
+    }
+
+    #[test]
+    fn the_next_second_remakes_it() {
+        let at = UNIX_EPOCH + std::time::Duration::from_secs(1_796_083_200);
+        assert_eq!(
+            with_time(at, HeaderValue::clone),
+            "Tue, 01 Dec 2026 00:00:00 GMT"
+        );
+        let next = at + std::time::Duration::from_secs(1);
+        assert_eq!(
+            with_time(next, HeaderValue::clone),
+            "Tue, 01 Dec 2026 00:00:01 GMT"
+        );
     }
 }

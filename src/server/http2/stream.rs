@@ -327,6 +327,16 @@ mod tests {
     }
 
     #[test]
+    fn a_te_other_than_trailers_goes_even_alone() {
+        let mut headers = HeaderMap::new();
+        headers.insert(TE, HeaderValue::from_static("gzip"));
+        headers.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_connection_headers(&mut headers);
+        let left: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
     fn te_trailers_alone_stays() {
         let mut headers = HeaderMap::new();
         headers.insert(TE, HeaderValue::from_static("trailers"));
