@@ -246,8 +246,8 @@ impl Proxy {
         // Answer in the client's protocol version, not the upstream's: an
         // HTTP/1.0 upstream must not turn our response into HTTP/1.0.
         parts.version = version;
-        // Hop-by-hop headers never reached this map (`upstream::response`
-        // leaves them out), but for a 101's `Upgrade`, which is relayed.
+        // No hop-by-hop header to strip: `upstream::response` left them
+        // out of this map, but for a 101's `Upgrade`, which is relayed.
         if settings.rate_limit_headers == RateLimitHeaders::Always {
             if let Some(quota) = authenticated.quota() {
                 const NANOS: u64 = 1_000_000_000;

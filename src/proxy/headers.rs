@@ -165,11 +165,11 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
             }
             // `keep-alive` and the other hop-by-hop names go anyway; not
             // making a `HeaderName` of them saves an allocation each.
-            if is_hop_by_hop_token(token) {
+            if !names_a_field(token) {
                 continue;
             }
             if let Ok(name) = HeaderName::from_bytes(token) {
-                if name != HOST && name != CONTENT_LENGTH {
+                if may_be_named_away(&name) {
                     named.push(name);
                 }
             }
@@ -298,11 +298,20 @@ pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
 }
 
-/// Whether a `Connection` option (any case) names a hop-by-hop header.
-pub(crate) fn is_hop_by_hop_token(token: &[u8]) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|hop| hop.as_str().as_bytes().eq_ignore_ascii_case(token))
+/// Whether a `Connection` option (any case) names a field beyond the
+/// hop-by-hop ones, which go anyway; `close` is an option, not a name.
+/// Both legs read `Connection` by this rule and [`may_be_named_away`].
+pub(crate) fn names_a_field(option: &[u8]) -> bool {
+    !option.eq_ignore_ascii_case(b"close")
+        && !HOP_BY_HOP
+            .iter()
+            .any(|hop| hop.as_str().as_bytes().eq_ignore_ascii_case(option))
+}
+
+/// Whether a field named in `Connection` is removed with it: any but
+/// `Host` and `Content-Length`, which routing and framing depend on.
+pub(crate) fn may_be_named_away(name: &HeaderName) -> bool {
+    *name != HOST && *name != CONTENT_LENGTH
 }
 
 #[cfg(test)]

@@ -19,14 +19,14 @@
 //! values are all errors (502, connection closed), never a guess.
 
 use bytes::BytesMut;
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, UPGRADE};
+use http::header::{HeaderMap, HeaderName, HeaderValue, UPGRADE};
 use http::{StatusCode, Version};
 
 use super::error::{ExchangeError, FramingError};
 use crate::http1::decoder::Framing;
 use crate::http1::fields::{self, Fields};
 use crate::http1::{parse_length, range, trim};
-use crate::proxy::headers::{is_hop_by_hop, is_hop_by_hop_token};
+use crate::proxy::headers::{is_hop_by_hop, may_be_named_away, names_a_field};
 
 /// Longest response head (hyper's client default buffer limit).
 pub(crate) const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
@@ -92,8 +92,7 @@ pub(crate) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Hea
     let mut facts = Facts::default();
     // Options in `Connection` that name a field (rare: nearly every
     // upstream sends only `keep-alive` or `close`).
-    let named = connection_options(&head, &fields)
-        .any(|option| !is_hop_by_hop_token(option) && !option.eq_ignore_ascii_case(b"close"));
+    let named = connection_options(&head, &fields).any(names_a_field);
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let mut upgrade_relayed = false;
     for field in &fields {
@@ -105,14 +104,13 @@ pub(crate) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Hea
         // client's, and stay here. A 101's first `Upgrade` names the
         // protocol the relay switches to, so it goes on; only that one,
         // since the relay checks that one against the client's offer and a
-        // second line could name another protocol past it. `Content-Length`
-        // cannot be named away: the client's framing depends on it.
+        // second line could name another protocol past it.
         let relayed_upgrade = switching && name == UPGRADE && !upgrade_relayed;
         upgrade_relayed |= relayed_upgrade;
         let hop = !relayed_upgrade
             && (is_hop_by_hop(&name)
                 || (named
-                    && name != CONTENT_LENGTH
+                    && may_be_named_away(&name)
                     && connection_options(&head, &fields)
                         .any(|option| option.eq_ignore_ascii_case(name.as_str().as_bytes()))));
         if hop {

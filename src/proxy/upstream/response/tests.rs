@@ -157,6 +157,11 @@ fn hop_by_hop_fields_and_those_named_in_connection_are_left_out() {
         kept("HTTP/1.1 200 OK\r\nConnection: content-length, close\r\nContent-Length: 1\r\n\r\n"),
         ["content-length"]
     );
+    // Nor Host, on either leg (the same rule as the request's).
+    assert_eq!(
+        kept("HTTP/1.1 200 OK\r\nConnection: host\r\nHost: a\r\nContent-Length: 1\r\n\r\n"),
+        ["host", "content-length"]
+    );
     // Nothing to leave out: the map is the head.
     assert_eq!(
         kept("HTTP/1.1 200 OK\r\nConnection: close\r\nX-A: 1\r\nX-A: 2\r\nX-B: 3\r\n\r\n"),
