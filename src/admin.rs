@@ -49,7 +49,7 @@ use http_body_util::Full;
 use tokio::net::TcpListener;
 
 pub use self::guard::Guard;
-use self::reply::Reply;
+use self::reply::{Handled, Reply};
 use crate::config::{AdminToken, Http2Limits};
 use crate::haplo::follow::SyncStatus;
 use crate::keys::Keyring;
@@ -112,7 +112,8 @@ impl Admin {
         if request.uri().path() == "/metrics" && request.method() == Method::GET {
             return Ok(self.metrics_response());
         }
-        Ok(self.route(request, peer).await.into_response())
+        let (Ok(reply) | Err(reply)) = self.route(request, peer).await;
+        Ok(reply.into_response())
     }
 
     fn metrics_response(&self) -> Response<Full<Bytes>> {
@@ -202,39 +203,39 @@ impl Admin {
     /// Runs a handler that reads the store on the blocking pool: listing a
     /// million keys takes seconds, and health checks and metrics scrapes
     /// on the admin listener must not wait behind it.
-    async fn read_store(&self, read: impl FnOnce(&Keyring) -> Reply + Send + 'static) -> Reply {
+    async fn read_store(&self, read: impl FnOnce(&Keyring) -> Handled + Send + 'static) -> Handled {
         let keyring = self.keyring.clone();
-        match tokio::task::spawn_blocking(move || read(&keyring)).await {
-            Ok(reply) => reply,
-            Err(error) => {
+        tokio::task::spawn_blocking(move || read(&keyring))
+            .await
+            .unwrap_or_else(|error| {
                 tracing::error!(%error, "admin store read failed");
-                Reply::error(500, "the store could not be read")
-            }
-        }
+                Err(Reply::error(500, "the store could not be read"))
+            })
     }
 
-    async fn route(&self, request: Request<RequestBody>, peer: SocketAddr) -> Reply {
+    async fn route(&self, request: Request<RequestBody>, peer: SocketAddr) -> Handled {
         let path = request.uri().path().to_owned();
         let query = request.uri().query().map(str::to_owned);
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
         let method = request.method().clone();
         let client = peer.ip().to_string();
         match segments.as_slice() {
-            ["healthz"] => only(&method, &[Method::GET], || {
-                Reply::json(200, &serde_json::json!({"status": "ok"}))
-            }),
-            ["readyz"] => match method {
-                Method::GET => self.ready(query.as_deref()).await,
-                _ => Reply::method_not_allowed(&[Method::GET]),
+            ["healthz"] => match method {
+                Method::GET => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
+                _ => Err(Reply::method_not_allowed(&[Method::GET])),
             },
-            ["metrics"] => Reply::method_not_allowed(&[Method::GET]),
+            ["readyz"] => match method {
+                Method::GET => Ok(self.ready(query.as_deref()).await),
+                _ => Err(Reply::method_not_allowed(&[Method::GET])),
+            },
+            ["metrics"] => Err(Reply::method_not_allowed(&[Method::GET])),
             ["v1", "keys"] => match method {
                 Method::GET => {
                     self.read_store(move |keyring| keys::list(keyring, query.as_deref()))
                         .await
                 }
                 Method::POST => keys::create(&self.keyring, &self.writes, request, client).await,
-                _ => Reply::method_not_allowed(&[Method::GET, Method::POST]),
+                _ => Err(Reply::method_not_allowed(&[Method::GET, Method::POST])),
             },
             ["v1", "keys", id] => match method {
                 Method::GET => {
@@ -246,11 +247,15 @@ impl Admin {
                 Method::PATCH => {
                     keys::update(&self.keyring, &self.writes, id, request, client).await
                 }
-                _ => Reply::method_not_allowed(&[Method::GET, Method::PATCH, Method::DELETE]),
+                _ => Err(Reply::method_not_allowed(&[
+                    Method::GET,
+                    Method::PATCH,
+                    Method::DELETE,
+                ])),
             },
             ["v1", "keys", id, "rotate"] => match method {
                 Method::POST => keys::rotate(&self.writes, id, request, client).await,
-                _ => Reply::method_not_allowed(&[Method::POST]),
+                _ => Err(Reply::method_not_allowed(&[Method::POST])),
             },
             ["v1", "users", user] => {
                 let user = (*user).to_owned();
@@ -262,12 +267,12 @@ impl Admin {
                     Method::PUT => {
                         users::set(&self.keyring, &self.writes, &user, request, client).await
                     }
-                    _ => Reply::method_not_allowed(&[Method::GET, Method::PUT]),
+                    _ => Err(Reply::method_not_allowed(&[Method::GET, Method::PUT])),
                 }
             }
             ["v1", "import"] => match method {
                 Method::POST => import::import(&self.writes, request, client).await,
-                _ => Reply::method_not_allowed(&[Method::POST]),
+                _ => Err(Reply::method_not_allowed(&[Method::POST])),
             },
             ["v1", "audit"] => match method {
                 Method::GET => match &self.writes {
@@ -277,19 +282,10 @@ impl Admin {
                             .await
                     }
                 },
-                _ => Reply::method_not_allowed(&[Method::GET]),
+                _ => Err(Reply::method_not_allowed(&[Method::GET])),
             },
-            _ => Reply::error(404, "no such admin route"),
+            _ => Err(Reply::error(404, "no such admin route")),
         }
-    }
-}
-
-/// Runs `handler` if `method` is allowed, else 405.
-fn only(method: &Method, allowed: &[Method], handler: impl FnOnce() -> Reply) -> Reply {
-    if allowed.contains(method) {
-        handler()
-    } else {
-        Reply::method_not_allowed(allowed)
     }
 }
 

@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use super::reply::Reply;
+use super::reply::{Handled, Reply};
 use crate::fleet::replica::Replica;
 use crate::keys::{AuditEvent, AuditFrom, Keyring};
 use crate::timestamp::Timestamp;
@@ -61,37 +61,27 @@ impl<'a> EventView<'a> {
 }
 
 /// `GET /v1/audit` on a single keygate: this store's trail.
-pub(crate) fn list(keyring: &Keyring, query: Option<&str>) -> Reply {
-    let (from, limit) = match parse_query(query) {
-        Ok(parsed) => parsed,
-        Err(reply) => return reply,
-    };
-    match keyring.audit(from, limit) {
-        Ok(events) => page(&events),
-        Err(error) => {
-            tracing::error!(%error, "cannot read the audit trail");
-            Reply::error(500, "the audit trail could not be read")
-        }
-    }
+pub(crate) fn list(keyring: &Keyring, query: Option<&str>) -> Handled {
+    let (from, limit) = parse_query(query)?;
+    let events = keyring.audit(from, limit).map_err(|error| {
+        tracing::error!(%error, "cannot read the audit trail");
+        Reply::error(500, "the audit trail could not be read")
+    })?;
+    Ok(page(&events))
 }
 
 /// `GET /v1/audit` on a fleet replica: the fleet's trail, from PostgreSQL,
 /// numbered by the database (every replica shows the same numbers).
-pub(crate) async fn list_fleet(replica: &Replica, query: Option<&str>) -> Reply {
-    let (from, limit) = match parse_query(query) {
-        Ok(parsed) => parsed,
-        Err(reply) => return reply,
-    };
-    match replica.audit(from, limit).await {
-        Ok(events) => page(&events),
-        Err(error) => {
-            tracing::warn!(%error, "cannot read the fleet's audit trail");
-            Reply::error(
-                503,
-                "the audit trail is in the fleet database, which is unreachable",
-            )
-        }
-    }
+pub(crate) async fn list_fleet(replica: &Replica, query: Option<&str>) -> Handled {
+    let (from, limit) = parse_query(query)?;
+    let events = replica.audit(from, limit).await.map_err(|error| {
+        tracing::warn!(%error, "cannot read the fleet's audit trail");
+        Reply::error(
+            503,
+            "the audit trail is in the fleet database, which is unreachable",
+        )
+    })?;
+    Ok(page(&events))
 }
 
 fn parse_query(query: Option<&str>) -> Result<(AuditFrom, usize), Reply> {

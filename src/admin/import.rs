@@ -14,7 +14,7 @@ use crate::server::RequestBody;
 use http::Request;
 
 use super::body;
-use super::reply::Reply;
+use super::reply::{Handled, Reply};
 use super::writes as answer;
 use crate::keys::{HaploBatch, Keyring, Missing, WriteError};
 use crate::writes::Writes;
@@ -29,34 +29,24 @@ pub(crate) async fn import(
     writes: &Writes,
     request: Request<RequestBody>,
     client: String,
-) -> Reply {
-    let bytes = match body::read_limited(request, MAX_BATCH, BATCH_DEADLINE).await {
-        Ok(bytes) => bytes,
-        Err(reply) => return reply,
-    };
-    let batch: HaploBatch = match body::parse_json(&bytes) {
-        Ok(batch) => batch,
-        Err(reply) => return reply,
-    };
+) -> Handled {
+    let bytes = body::read_limited(request, MAX_BATCH, BATCH_DEADLINE).await?;
+    let batch: HaploBatch = body::parse_json(&bytes)?;
     let app = batch.app;
     let plan = move |keyring: &Keyring| {
         keyring
             .plan_import_haplo(&batch, Missing::Keep, Some(&client))
             .map_err(WriteError::Store)
     };
-    match answer::run(writes, plan).await {
-        Ok(report) => {
-            tracing::info!(
-                app,
-                created = report.created,
-                updated = report.updated,
-                unchanged = report.unchanged,
-                skipped = report.skipped.len(),
-                dry_run = report.dry_run,
-                "Haplo keys imported"
-            );
-            Reply::json(200, &report)
-        }
-        Err(reply) => reply,
-    }
+    let report = answer::run(writes, plan).await?;
+    tracing::info!(
+        app,
+        created = report.created,
+        updated = report.updated,
+        unchanged = report.unchanged,
+        skipped = report.skipped.len(),
+        dry_run = report.dry_run,
+        "Haplo keys imported"
+    );
+    Ok(Reply::json(200, &report))
 }

@@ -24,7 +24,7 @@ pub(crate) use self::rotate::rotate;
 pub(crate) use self::update::update;
 use super::body;
 use super::policy::{self, PolicyInput, RateInput};
-use super::reply::Reply;
+use super::reply::{Handled, Reply};
 use super::text;
 use super::writes;
 use crate::keys::policy::PolicyView;
@@ -189,31 +189,20 @@ pub(crate) async fn create(
     writes: &Writes,
     request: Request<RequestBody>,
     client: String,
-) -> Reply {
-    let input: CreateKey = match body::read_json(request).await {
-        Ok(input) => input,
-        Err(reply) => return reply,
-    };
-    let (new, warnings) = match validate_new_key(input, keyring.clock().now()) {
-        Ok(valid) => valid,
-        Err(reply) => return reply,
-    };
-    match writes::run(writes, move |keyring| {
+) -> Handled {
+    let input: CreateKey = body::read_json(request).await?;
+    let (new, warnings) = validate_new_key(input, keyring.clock().now())?;
+    let (key, record) = writes::run(writes, move |keyring| {
         keyring.plan_create(new, Some(&client))
     })
-    .await
-    {
-        Ok((key, record)) => {
-            tracing::info!(key_id = %record.id, user = %record.user, scope = record.scope.as_str(), "key created");
-            let created = Created {
-                view: KeyView::of(&record),
-                key: key.expose(),
-                warnings,
-            };
-            Reply::json(201, &created).with_location(format!("/v1/keys/{}", record.id))
-        }
-        Err(reply) => reply,
-    }
+    .await?;
+    tracing::info!(key_id = %record.id, user = %record.user, scope = record.scope.as_str(), "key created");
+    let created = Created {
+        view: KeyView::of(&record),
+        key: key.expose(),
+        warnings,
+    };
+    Ok(Reply::json(201, &created).with_location(format!("/v1/keys/{}", record.id)))
 }
 
 fn read_failed(error: &StoreError) -> Reply {
@@ -233,7 +222,7 @@ const MAX_PAGE: usize = 10_000;
 /// pass as `after` for the next page. At a million keys the full listing
 /// is about 180 MB of JSON built in memory; pages keep an operator's
 /// scripts (and keygate's memory) small.
-pub(crate) fn list(keyring: &Keyring, query: Option<&str>) -> Reply {
+pub(crate) fn list(keyring: &Keyring, query: Option<&str>) -> Handled {
     let mut user_filter = None;
     let mut limit = None;
     let mut after = None;
@@ -241,28 +230,28 @@ pub(crate) fn list(keyring: &Keyring, query: Option<&str>) -> Reply {
         match &*name {
             "user" => match UserId::parse(&value) {
                 Ok(user) => user_filter = Some(user),
-                Err(e) => return Reply::error(400, format!("user: {e}")),
+                Err(e) => return Err(Reply::error(400, format!("user: {e}"))),
             },
             "limit" => match value.parse::<usize>() {
                 Ok(n) if (1..=MAX_PAGE).contains(&n) => limit = Some(n),
                 _ => {
-                    return Reply::error(
+                    return Err(Reply::error(
                         400,
                         format!("limit: must be a whole number from 1 to {MAX_PAGE}"),
-                    )
+                    ))
                 }
             },
             "after" => match KeyId::parse(&value) {
                 Some(id) => after = Some(id),
-                None => return Reply::error(400, "after: not a key id"),
+                None => return Err(Reply::error(400, "after: not a key id")),
             },
             other => {
-                return Reply::error(
+                return Err(Reply::error(
                     400,
                     format!(
                         "unknown query parameter {other:?}; only \"user\", \"limit\" and \"after\" are accepted"
                     ),
-                )
+                ))
             }
         }
     }
@@ -275,25 +264,21 @@ pub(crate) fn list(keyring: &Keyring, query: Option<&str>) -> Reply {
     }
     let (records, next) = if limit.is_some() || after.is_some() {
         let limit = limit.unwrap_or(DEFAULT_PAGE);
-        match keyring.keys_page(user_filter.as_ref(), after, limit) {
-            Ok((records, more)) => {
-                let next = more
-                    .then(|| records.last().map(|r| r.id.to_string()))
-                    .flatten();
-                (records, next)
-            }
-            Err(error) => return read_failed(&error),
-        }
+        let (records, more) = keyring
+            .keys_page(user_filter.as_ref(), after, limit)
+            .map_err(|error| read_failed(&error))?;
+        let next = more
+            .then(|| records.last().map(|r| r.id.to_string()))
+            .flatten();
+        (records, next)
     } else {
-        match keyring.keys(user_filter.as_ref()) {
-            Ok(mut records) => {
-                records.sort_by_key(|r| (r.created_at, r.id));
-                (records, None)
-            }
-            Err(error) => return read_failed(&error),
-        }
+        let mut records = keyring
+            .keys(user_filter.as_ref())
+            .map_err(|error| read_failed(&error))?;
+        records.sort_by_key(|r| (r.created_at, r.id));
+        (records, None)
     };
-    Reply::json(
+    Ok(Reply::json(
         200,
         &List {
             keys: records
@@ -302,46 +287,42 @@ pub(crate) fn list(keyring: &Keyring, query: Option<&str>) -> Reply {
                 .collect(),
             next,
         },
-    )
+    ))
 }
 
 fn parse_id(raw: &str) -> Result<KeyId, Reply> {
     let decoded = percent_decode_str(raw).decode_utf8_lossy();
-    KeyId::parse(&decoded).ok_or_else(|| Reply::error(404, "no key with that id"))
+    KeyId::parse(&decoded).ok_or_else(no_such_key)
+}
+
+/// The 404 for an id that names no key, malformed or not: both get the
+/// same answer.
+fn no_such_key() -> Reply {
+    Reply::error(404, "no key with that id")
 }
 
 /// `GET /v1/keys/{id}`.
-pub(crate) fn show(keyring: &Keyring, id: &str) -> Reply {
-    let id = match parse_id(id) {
-        Ok(id) => id,
-        Err(reply) => return reply,
-    };
-    match keyring.key(id) {
-        Ok(Some(record)) => {
-            let snapshot = keyring.snapshot();
-            Reply::json(200, &KeyView::live(&record, snapshot.entry(&id)))
-        }
-        Ok(None) => Reply::error(404, "no key with that id"),
-        Err(error) => read_failed(&error),
-    }
+pub(crate) fn show(keyring: &Keyring, id: &str) -> Handled {
+    let id = parse_id(id)?;
+    let record = keyring
+        .key(id)
+        .map_err(|error| read_failed(&error))?
+        .ok_or_else(no_such_key)?;
+    let snapshot = keyring.snapshot();
+    Ok(Reply::json(
+        200,
+        &KeyView::live(&record, snapshot.entry(&id)),
+    ))
 }
 
 /// `DELETE /v1/keys/{id}`.
-pub(crate) async fn revoke(writes: &Writes, id: &str, client: String) -> Reply {
-    let id = match parse_id(id) {
-        Ok(id) => id,
-        Err(reply) => return reply,
-    };
-    match writes::run(writes, move |keyring| {
+pub(crate) async fn revoke(writes: &Writes, id: &str, client: String) -> Handled {
+    let id = parse_id(id)?;
+    let record = writes::run(writes, move |keyring| {
         keyring.plan_revoke(id, Some(&client))
     })
-    .await
-    {
-        Ok(Some(record)) => {
-            tracing::info!(key_id = %record.id, user = %record.user, "key revoked");
-            Reply::no_content()
-        }
-        Ok(None) => Reply::error(404, "no key with that id"),
-        Err(reply) => reply,
-    }
+    .await?
+    .ok_or_else(no_such_key)?;
+    tracing::info!(key_id = %record.id, user = %record.user, "key revoked");
+    Ok(Reply::no_content())
 }

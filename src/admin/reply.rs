@@ -6,6 +6,12 @@ use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
 
+/// What a route's handler returns: a reply either way. `Err` is a reply
+/// given instead of the handler's work (input it refused, a store that
+/// failed), so a handler states each check once and stops at the first
+/// with `?`.
+pub(crate) type Handled = Result<Reply, Reply>;
+
 /// A response the admin API is about to send.
 #[derive(Debug)]
 pub(crate) struct Reply {

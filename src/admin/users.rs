@@ -8,7 +8,7 @@ use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 
 use super::body;
-use super::reply::Reply;
+use super::reply::{Handled, Reply};
 use super::writes;
 use crate::keys::{Blocker, Keyring, Snapshot, UserId};
 use crate::writes::Writes;
@@ -60,11 +60,8 @@ fn parse_user(raw: &str) -> Result<UserId, Reply> {
 }
 
 /// `GET /v1/users/{user}`.
-pub(crate) fn show(keyring: &Keyring, raw: &str) -> Reply {
-    let user = match parse_user(raw) {
-        Ok(user) => user,
-        Err(reply) => return reply,
-    };
+pub(crate) fn show(keyring: &Keyring, raw: &str) -> Handled {
+    let user = parse_user(raw)?;
     let snapshot = keyring.snapshot();
     #[derive(Serialize)]
     struct Shown<'a> {
@@ -72,7 +69,7 @@ pub(crate) fn show(keyring: &Keyring, raw: &str) -> Reply {
         view: UserView<'a>,
         keys: usize,
     }
-    Reply::json(
+    Ok(Reply::json(
         200,
         &Shown {
             view: UserView::of(&user, &snapshot),
@@ -81,7 +78,7 @@ pub(crate) fn show(keyring: &Keyring, raw: &str) -> Reply {
                 .filter(|e| e.user() == user.as_str())
                 .count(),
         },
-    )
+    ))
 }
 
 /// `PUT /v1/users/{user}`.
@@ -91,26 +88,15 @@ pub(crate) async fn set(
     raw: &str,
     request: Request<RequestBody>,
     client: String,
-) -> Reply {
-    let user = match parse_user(raw) {
-        Ok(user) => user,
-        Err(reply) => return reply,
-    };
-    let input: SetUser = match body::read_json(request).await {
-        Ok(input) => input,
-        Err(reply) => return reply,
-    };
+) -> Handled {
+    let user = parse_user(raw)?;
+    let input: SetUser = body::read_json(request).await?;
     let target = user.clone();
     let blocked = input.blocked;
-    match writes::run(writes, move |keyring| {
+    writes::run(writes, move |keyring| {
         Ok(keyring.plan_block(&target, blocked, Some(&client)))
     })
-    .await
-    {
-        Ok(()) => {
-            tracing::info!(user = %user, blocked, "user updated");
-            Reply::json(200, &UserView::of(&user, &keyring.snapshot()))
-        }
-        Err(reply) => reply,
-    }
+    .await?;
+    tracing::info!(user = %user, blocked, "user updated");
+    Ok(Reply::json(200, &UserView::of(&user, &keyring.snapshot())))
 }

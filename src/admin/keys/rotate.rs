@@ -6,8 +6,8 @@ use crate::server::RequestBody;
 use http::Request;
 use serde::{Deserialize, Serialize};
 
-use super::{parse_id, Created, KeyView};
-use crate::admin::reply::Reply;
+use super::{no_such_key, parse_id, Created, KeyView};
+use crate::admin::reply::{Handled, Reply};
 use crate::admin::{body, writes};
 use crate::writes::Writes;
 
@@ -26,68 +26,54 @@ pub(crate) async fn rotate(
     id: &str,
     request: Request<RequestBody>,
     client: String,
-) -> Reply {
-    let id = match parse_id(id) {
-        Ok(id) => id,
-        Err(reply) => return reply,
-    };
-    let bytes = match body::read(request).await {
-        Ok(bytes) => bytes,
-        Err(reply) => return reply,
-    };
+) -> Handled {
+    let id = parse_id(id)?;
+    let bytes = body::read(request).await?;
     let input: Rotate = if bytes.iter().all(u8::is_ascii_whitespace) {
         Rotate::default()
     } else {
-        match body::parse_json(&bytes) {
-            Ok(input) => input,
-            Err(reply) => return reply,
-        }
+        body::parse_json(&bytes)?
     };
     let grace = input.grace_secs.unwrap_or(0);
     if grace > MAX_GRACE_SECS {
-        return Reply::error(
+        return Err(Reply::error(
             400,
             format!("grace_secs must be at most {MAX_GRACE_SECS} (a year)"),
-        );
+        ));
     }
-    match writes::run(writes, move |keyring| {
+    let rotated = writes::run(writes, move |keyring| {
         keyring.plan_rotate(id, grace, Some(&client))
     })
-    .await
-    {
-        Ok(Some(rotated)) => {
-            tracing::info!(old_key_id = %id, key_id = %rotated.record.id, grace_secs = grace, "key rotated");
-            #[derive(Serialize)]
-            struct Old {
-                id: String,
-                expires_at: Option<String>,
-                revoked: bool,
-            }
-            #[derive(Serialize)]
-            struct RotatedView<'a> {
-                #[serde(flatten)]
-                created: Created<'a>,
-                old: Old,
-            }
-            let view = RotatedView {
-                created: Created {
-                    view: KeyView::of(&rotated.record),
-                    key: rotated.key.expose(),
-                    warnings: Vec::new(),
-                },
-                old: Old {
-                    id: id.to_string(),
-                    expires_at: rotated
-                        .old
-                        .as_ref()
-                        .and_then(|o| o.expires_at)
-                        .map(|t| t.to_string()),
-                    revoked: rotated.old.is_none(),
-                },
-            };
-            Reply::json(201, &view).with_location(format!("/v1/keys/{}", rotated.record.id))
-        }
-        Ok(None) => Reply::error(404, "no key with that id"),
-        Err(reply) => reply,
+    .await?
+    .ok_or_else(no_such_key)?;
+    tracing::info!(old_key_id = %id, key_id = %rotated.record.id, grace_secs = grace, "key rotated");
+    #[derive(Serialize)]
+    struct Old {
+        id: String,
+        expires_at: Option<String>,
+        revoked: bool,
     }
+    #[derive(Serialize)]
+    struct RotatedView<'a> {
+        #[serde(flatten)]
+        created: Created<'a>,
+        old: Old,
+    }
+    let view = RotatedView {
+        created: Created {
+            view: KeyView::of(&rotated.record),
+            key: rotated.key.expose(),
+            warnings: Vec::new(),
+        },
+        old: Old {
+            id: id.to_string(),
+            expires_at: rotated
+                .old
+                .as_ref()
+                .and_then(|o| o.expires_at)
+                .map(|t| t.to_string()),
+            revoked: rotated.old.is_none(),
+        },
+    };
+    Ok(Reply::json(201, &view).with_location(format!("/v1/keys/{}", rotated.record.id)))
 }

@@ -11,9 +11,9 @@ use crate::server::RequestBody;
 use http::Request;
 use serde::{Deserialize, Serialize};
 
-use super::{parse_id, validate_expiry, validate_name, KeyView};
+use super::{no_such_key, parse_id, validate_expiry, validate_name, KeyView};
 use crate::admin::policy::{self, present, RateInput};
-use crate::admin::reply::Reply;
+use crate::admin::reply::{Handled, Reply};
 use crate::admin::{body, writes};
 use crate::keys::{KeyUpdate, Keyring};
 use crate::scope::Scope;
@@ -94,43 +94,29 @@ pub(crate) async fn update(
     id: &str,
     request: Request<RequestBody>,
     client: String,
-) -> Reply {
-    let id = match parse_id(id) {
-        Ok(id) => id,
-        Err(reply) => return reply,
-    };
-    let patch: Patch = match body::read_json(request).await {
-        Ok(patch) => patch,
-        Err(reply) => return reply,
-    };
-    let (update, warnings) = match validate(patch, keyring) {
-        Ok(valid) => valid,
-        Err(reply) => return reply,
-    };
-    match writes::run(writes, move |keyring| {
+) -> Handled {
+    let id = parse_id(id)?;
+    let patch: Patch = body::read_json(request).await?;
+    let (update, warnings) = validate(patch, keyring)?;
+    let record = writes::run(writes, move |keyring| {
         keyring.plan_update(id, update, Some(&client))
     })
-    .await
-    {
-        Ok(Some(record)) => {
-            tracing::info!(key_id = %record.id, user = %record.user, "key updated");
-            #[derive(Serialize)]
-            struct Updated<'a> {
-                #[serde(flatten)]
-                view: KeyView<'a>,
-                #[serde(skip_serializing_if = "Vec::is_empty")]
-                warnings: Vec<&'static str>,
-            }
-            let snapshot = keyring.snapshot();
-            Reply::json(
-                200,
-                &Updated {
-                    view: KeyView::live(&record, snapshot.entry(&record.id)),
-                    warnings,
-                },
-            )
-        }
-        Ok(None) => Reply::error(404, "no key with that id"),
-        Err(reply) => reply,
+    .await?
+    .ok_or_else(no_such_key)?;
+    tracing::info!(key_id = %record.id, user = %record.user, "key updated");
+    #[derive(Serialize)]
+    struct Updated<'a> {
+        #[serde(flatten)]
+        view: KeyView<'a>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<&'static str>,
     }
+    let snapshot = keyring.snapshot();
+    Ok(Reply::json(
+        200,
+        &Updated {
+            view: KeyView::live(&record, snapshot.entry(&record.id)),
+            warnings,
+        },
+    ))
 }
