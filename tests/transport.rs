@@ -459,6 +459,24 @@ async fn an_https_upstream_is_reached_with_the_configured_ca_and_sni() {
 }
 
 #[tokio::test]
+async fn an_http2_connect_is_refused_and_never_forwarded() {
+    // keygate opens no tunnels, over either protocol.
+    let t = tls_proxy().await;
+    let key = t.proxy.create_key("alice", "/").await;
+    let mut h2 = t.ca.h2(t.proxy.proxy_addr).await;
+    let mut connect = h2_get("/", &key.key);
+    *connect.method_mut() = http::Method::CONNECT;
+    *connect.uri_mut() = http::Uri::from_static("app.example:443");
+    let (status, _, body) = h2_send(&mut h2, connect).await;
+    assert_eq!(status, 400);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["kind"], "BAD-REQUEST");
+    let message = json["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("CONNECT is not supported"), "{json}");
+    t.upstream.assert_untouched();
+}
+
+#[tokio::test]
 async fn an_http2_authority_that_is_not_a_plain_host_and_port_is_refused() {
     // HTTP/2 carries the host in `:authority`, which http's `Authority`
     // accepts with userinfo; the rule is the one `Host` follows (issue 14).

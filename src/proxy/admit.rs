@@ -4,7 +4,7 @@
 //! bcrypt before it is admitted again.
 //!
 //! [`Proxy::admit`] reads as the three steps: [`checked`] (what is asked
-//! for: the target and `Host`, before anything else), [`Proxy::authorise`]
+//! for: the method, the target and `Host`, before anything else), [`Proxy::authorise`]
 //! (who asks, SPEC 5's table against one key snapshot), and
 //! [`upstream_request`] (the request the application will see). All of it
 //! is synchronous on purpose: the snapshot is loaded and released without
@@ -148,12 +148,18 @@ fn request_info(
     }
 }
 
-/// Step 2: the target and `Host`, checked before anything else (a 400
-/// comes before any key is looked at).
+/// Step 2: the method, the target and `Host`, checked before anything
+/// else (a 400 comes before any key is looked at).
 fn checked(
     target: Result<Target, TargetError>,
     request: &Request<RequestBody>,
 ) -> Result<Target, Refusal> {
+    // In any case: methods are case-sensitive, but some servers can be
+    // set to match them without regard to case (Jetty's legacy HTTP
+    // compliance modes, for one), and would read `connect` as `CONNECT`.
+    if request.method().as_str().eq_ignore_ascii_case("CONNECT") {
+        return Err(BadRequest::Connect.into());
+    }
     let target = target.map_err(BadRequest::Target)?;
     headers::check_host(request)?;
     Ok(target)

@@ -36,6 +36,14 @@ pub enum Blame {
 /// Why a request was malformed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BadRequest {
+    /// A `CONNECT`, in any target form: keygate forwards requests and
+    /// opens no tunnels. Refused before the target check, because an
+    /// origin-form `CONNECT /api/x` would pass it, and an upstream that
+    /// took the 2xx answer to it for a tunnel, or left its body unread
+    /// (RFC 9110 gives `CONNECT` no body), could read the bytes after it
+    /// as a request keygate never checked.
+    #[error("CONNECT is not supported: keygate forwards requests and opens no tunnels")]
+    Connect,
     /// An ambiguous or unsupported request-target.
     #[error(transparent)]
     Target(#[from] TargetError),
