@@ -164,6 +164,35 @@ async fn connection_cannot_strip_host_or_content_length() {
 }
 
 #[tokio::test]
+async fn underscore_spellings_of_framing_and_hop_by_hop_fields_are_not_forwarded() {
+    // To an application that reads `_` as `-`, `Transfer_Encoding:
+    // chunked` beside keygate's own `Content-Length` frames the body
+    // differently: a request smuggled past the scope check.
+    let (mut upstream, proxy) = setup().await;
+    let key = proxy.create_key("alice", "/").await;
+    let request = format!(
+        "POST /echo HTTP/1.1\r\nHost: {HOST}\r\n{}Content-Length: 5\r\n\
+         Transfer_Encoding: chunked\r\nContent_Length: 40\r\nKeep_Alive: timeout=5\r\n\
+         Proxy_Connection: keep-alive\r\nProxy_Authorization: Basic Zm9vOmJhcg==\r\n\
+         X_Kept: 1\r\nConnection: close\r\n\r\nhello",
+        basic_line(&key.key)
+    );
+    let resp = raw(proxy.proxy_addr, request.as_bytes()).await;
+    assert_eq!((resp.status, resp.text().as_str()), (200, "hello"));
+    let seen = upstream.next().await;
+    let underscored: Vec<&str> = seen
+        .headers
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| name.contains('_'))
+        .collect();
+    assert_eq!(underscored, ["x_kept"], "{:?}", seen.headers);
+    assert_eq!(folded(&seen, "content-length"), ["5"]);
+    assert!(folded(&seen, "transfer-encoding").is_empty());
+    assert_eq!(seen.body, b"hello");
+}
+
+#[tokio::test]
 async fn connection_naming_the_identity_headers_cannot_stop_keygate_setting_them() {
     let (mut upstream, proxy) = setup().await;
     let key = proxy.create_key("alice", "/api/").await;

@@ -7,7 +7,10 @@
 //!    `Proxy-Authorization`, `Proxy-Authenticate`), and every header the
 //!    client named in `Connection`, are removed (except `Host` and
 //!    `Content-Length`, which a client must not be able to strip from its
-//!    own request that way). An upgrade to a protocol on
+//!    own request that way), and so is every `_` spelling of those fields
+//!    and of `Content-Length` (`Transfer_Encoding`: the request is framed
+//!    by keygate's own fields, and an application that read `_` as `-`
+//!    would frame it by another). An upgrade to a protocol on
 //!    `proxy.upgrades` puts its `Upgrade` back afterwards
 //!    (`super::upgrade`).
 //! 2. Every header whose name, lower-cased with `_` read as `-`, equals the
@@ -222,6 +225,7 @@ pub fn rewrite_request(
 /// `strip`.)
 fn must_strip(name: &HeaderName, settings: &ProxySettings, trusted: bool) -> bool {
     HOP_BY_HOP.contains(name)
+        || is_framing_alias(name)
         || name == EXPECT
         || is_alias(name.as_str(), settings.identity_header.as_str())
         || is_alias(name.as_str(), settings.key_id_header.as_str())
@@ -254,6 +258,20 @@ fn is_override(name: &HeaderName) -> bool {
 /// Whether `name` is a spelling of `X-ONEIS-Key` that goes: every
 /// spelling, or with `forward_credentials` every spelling but the exact
 /// header (which a stock Haplo reads again).
+/// Whether `name` is a `_` spelling of `Content-Length` or of a hop-by-hop
+/// field (`transfer_encoding`, `Keep_Alive`, ...). No client has reason to
+/// send one, and an application that reads `_` as `-` (CGI's `HTTP_*`
+/// variables do) would frame the body, or manage the connection, by a
+/// field keygate neither framed the request by nor removed: a
+/// `Transfer_Encoding: chunked` beside keygate's own `Content-Length` is a
+/// request smuggled past the scope check.
+fn is_framing_alias(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name.contains('_')
+        && (is_alias(name, CONTENT_LENGTH.as_str())
+            || HOP_BY_HOP.iter().any(|hop| is_alias(name, hop.as_str())))
+}
+
 fn is_credential_alias(name: &HeaderName, settings: &ProxySettings) -> bool {
     is_alias(name.as_str(), X_ONEIS_KEY)
         && !(settings.forward_credentials && name.as_str() == X_ONEIS_KEY)
@@ -277,6 +295,7 @@ fn strip(headers: &mut HeaderMap, settings: &ProxySettings, trusted: bool) {
         .keys()
         .filter(|name| {
             forwarding::must_strip(name, trusted)
+                || is_framing_alias(name)
                 || is_credential_alias(name, settings)
                 || is_override(name)
                 || {
@@ -327,6 +346,32 @@ mod tests {
         assert!(!is_alias("x-haplo-usex", "x-haplo-user"));
         // A configured name with underscores matches the dashed spelling.
         assert!(is_alias("x-remote-user", "x_remote_user"));
+    }
+
+    #[test]
+    fn underscore_spellings_of_framing_and_hop_by_hop_fields_are_framing_aliases() {
+        for name in [
+            "content_length",
+            "transfer_encoding",
+            "keep_alive",
+            "proxy_connection",
+            "proxy_authorization",
+            "proxy_authenticate",
+            "http2_settings",
+        ] {
+            assert!(is_framing_alias(&HeaderName::from_static(name)), "{name}");
+        }
+        // The fields themselves are hop-by-hop removal's or framing's
+        // business, and fields that merely resemble them stay.
+        for name in [
+            "content-length",
+            "transfer-encoding",
+            "content_type",
+            "transfer_encodings",
+            "x_content_length",
+        ] {
+            assert!(!is_framing_alias(&HeaderName::from_static(name)), "{name}");
+        }
     }
 
     #[test]
