@@ -123,4 +123,14 @@ fuzz_target!(|data: &[u8]| {
     for name in HOP_BY_HOP {
         assert!(!headers.contains_key(name), "{name}: {headers:?}");
     }
+    // Nor any `_` spelling of them or of `Content-Length`: an application
+    // that reads `_` as `-` would frame the body by it.
+    for name in headers.keys().map(|name| name.as_str()) {
+        let folded = folded(name);
+        assert!(
+            !name.contains('_')
+                || !(folded == "content-length" || HOP_BY_HOP.contains(&folded.as_str())),
+            "{name}: {headers:?}"
+        );
+    }
 });
