@@ -154,15 +154,32 @@ fn checked(
     target: Result<Target, TargetError>,
     request: &Request<RequestBody>,
 ) -> Result<Target, Refusal> {
+    let method = request.method().as_str();
     // In any case: methods are case-sensitive, but some servers can be
     // set to match them without regard to case (Jetty's legacy HTTP
     // compliance modes, for one), and would read `connect` as `CONNECT`.
-    if request.method().as_str().eq_ignore_ascii_case("CONNECT") {
+    if method.eq_ignore_ascii_case("CONNECT") {
         return Err(BadRequest::Connect.into());
+    }
+    if is_standard_in_another_case(method) {
+        return Err(BadRequest::MethodCase.into());
     }
     let target = target.map_err(BadRequest::Target)?;
     headers::check_host(request)?;
     Ok(target)
+}
+
+/// Whether `method` is one of RFC 9110's methods or `PATCH`, spelled in a
+/// case other than its own (`get`, `Head`). Standard methods are upper
+/// case, so only a name with a lower-case letter is compared.
+fn is_standard_in_another_case(method: &str) -> bool {
+    const STANDARD: [&str; 8] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH",
+    ];
+    method.bytes().any(|b| b.is_ascii_lowercase())
+        && STANDARD
+            .iter()
+            .any(|standard| standard.eq_ignore_ascii_case(method))
 }
 
 /// Step 4: the request the application sees: origin-form with exactly the

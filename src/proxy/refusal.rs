@@ -44,6 +44,14 @@ pub enum BadRequest {
     /// as a request keygate never checked.
     #[error("CONNECT is not supported: keygate forwards requests and opens no tunnels")]
     Connect,
+    /// A standard method spelled in another case (`get`, `Head`). Methods
+    /// are case-sensitive, so to keygate `get` is an extension method:
+    /// outside every key's method list, and framed as a body-carrying
+    /// request. A server that matched methods without case would read it
+    /// as `GET`, or a `head` as `HEAD` with no response body after all.
+    /// nginx refuses lower-case methods too.
+    #[error("method names a standard method in another case; methods are case-sensitive")]
+    MethodCase,
     /// An ambiguous or unsupported request-target.
     #[error(transparent)]
     Target(#[from] TargetError),
