@@ -7,7 +7,8 @@
 //! one request, one function a step (steps 2 to 4 are `admit.rs`):
 //!
 //! 1. resolve the client address (trusted proxies, SPEC 5);
-//! 2. validate the request-target and `Host` (400 before any other check);
+//! 2. validate the method, the request-target and `Host` (400 before any
+//!    other check);
 //! 3. read the credentials and apply the decision table ([`crate::auth`]),
 //!    with bcrypt first for a Haplo key's first use ([`Proxy::prove`]);
 //! 4. rewrite headers ([`headers`]) and forward with the target unchanged

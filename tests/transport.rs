@@ -477,6 +477,23 @@ async fn an_http2_connect_is_refused_and_never_forwarded() {
 }
 
 #[tokio::test]
+async fn an_http2_standard_method_in_another_case_is_refused() {
+    let t = tls_proxy().await;
+    let key = t.proxy.create_key("alice", "/api/").await;
+    let mut h2 = t.ca.h2(t.proxy.proxy_addr).await;
+    for method in ["get", "Head"] {
+        let mut request = h2_get("/api/x", &key.key);
+        *request.method_mut() = http::Method::from_bytes(method.as_bytes()).unwrap();
+        let (status, _, body) = h2_send(&mut h2, request).await;
+        assert_eq!(status, 400, "{method}");
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let message = json["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("case-sensitive"), "{method}: {json}");
+    }
+    t.upstream.assert_untouched();
+}
+
+#[tokio::test]
 async fn an_http2_authority_that_is_not_a_plain_host_and_port_is_refused() {
     // HTTP/2 carries the host in `:authority`, which http's `Authority`
     // accepts with userinfo; the rule is the one `Host` follows (issue 14).

@@ -9,7 +9,8 @@
 //!   with the key's values) for an authenticated request, and there is
 //!   none for an anonymous one;
 //! - `Authorization` and `X-ONEIS-Key` are gone;
-//! - no hop-by-hop header is left.
+//! - no hop-by-hop header is left, and no `_` spelling of one or of
+//!   `Content-Length`.
 
 #![no_main]
 
@@ -60,7 +61,7 @@ static ALICE: LazyLock<Arc<Entry>> = LazyLock::new(|| {
     Entry::new(record)
 });
 
-const HOP_BY_HOP: [&str; 9] = [
+const HOP_BY_HOP: [&str; 10] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -68,6 +69,7 @@ const HOP_BY_HOP: [&str; 9] = [
     "trailer",
     "transfer-encoding",
     "upgrade",
+    "http2-settings",
     "proxy-authorization",
     "proxy-authenticate",
 ];

@@ -298,3 +298,22 @@ impl Authenticated {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_standard_in_another_case;
+
+    #[test]
+    fn only_standard_methods_in_another_case_are_caught() {
+        for method in ["get", "Get", "hEAD", "post", "patch", "Options", "trace"] {
+            assert!(is_standard_in_another_case(method), "{method}");
+        }
+        // Standard methods as written, and extension methods in any case,
+        // are not this rule's business.
+        for method in [
+            "GET", "HEAD", "PATCH", "PROPFIND", "propfind", "gets", "M-SEARCH",
+        ] {
+            assert!(!is_standard_in_another_case(method), "{method}");
+        }
+    }
+}

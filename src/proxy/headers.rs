@@ -39,10 +39,12 @@
 //! The common request carries none of these, so [`rewrite_request`] first
 //! makes one read-only pass over the names and only then pays for removals.
 //!
-//! Responses need only step 1, and get it earlier: the upstream client's
-//! parser (`upstream::response`) leaves hop-by-hop fields, and those named
-//! in `Connection`, out of the response it builds ([`is_hop_by_hop`]),
-//! which is cheaper than building them into the map and removing them.
+//! Responses need only step 1's exact names, and get it earlier: the
+//! upstream client's parser (`upstream::response`) leaves hop-by-hop
+//! fields, and those named in `Connection`, out of the response it builds
+//! ([`is_hop_by_hop`]), which is cheaper than building them into the map
+//! and removing them. Their `_` spellings pass: the response comes from
+//! the application keygate trusts, and keygate frames it itself.
 //!
 //! Also here: which address a request comes from ([`client_address`]),
 //! since that reads `X-Forwarded-For` with the same trust rule, and the
@@ -255,9 +257,6 @@ fn is_override(name: &HeaderName) -> bool {
         .any(|target| is_alias(name.as_str(), target))
 }
 
-/// Whether `name` is a spelling of `X-ONEIS-Key` that goes: every
-/// spelling, or with `forward_credentials` every spelling but the exact
-/// header (which a stock Haplo reads again).
 /// Whether `name` is a `_` spelling of `Content-Length` or of a hop-by-hop
 /// field (`transfer_encoding`, `Keep_Alive`, ...). No client has reason to
 /// send one, and an application that reads `_` as `-` (CGI's `HTTP_*`
@@ -272,14 +271,18 @@ fn is_framing_alias(name: &HeaderName) -> bool {
             || HOP_BY_HOP.iter().any(|hop| is_alias(name, hop.as_str())))
 }
 
+/// Whether `name` is a spelling of `X-ONEIS-Key` that goes: every
+/// spelling, or with `forward_credentials` every spelling but the exact
+/// header (which a stock Haplo reads again).
 fn is_credential_alias(name: &HeaderName, settings: &ProxySettings) -> bool {
     is_alias(name.as_str(), X_ONEIS_KEY)
         && !(settings.forward_credentials && name.as_str() == X_ONEIS_KEY)
 }
 
-/// Removes hop-by-hop headers, `Expect`, every spelling of the identity,
-/// key-id and legacy credential headers, and the client-address headers
-/// this peer may not send.
+/// Removes hop-by-hop headers and the `_` spellings of framing fields,
+/// `Expect`, every spelling of the identity, key-id and legacy credential
+/// headers and of the target and method overrides, and the client-address
+/// headers this peer may not send.
 fn strip(headers: &mut HeaderMap, settings: &ProxySettings, trusted: bool) {
     remove_hop_by_hop(headers);
     // The front end already answered `Expect: 100-continue` to the client when the
@@ -451,6 +454,25 @@ mod tests {
             "[xX][-_][fF]orwarded[-_][a-zA-Z_-]{1,12}",
             "[a-zA-Z0-9_-]{1,16}",
         ]
+    }
+
+    #[test]
+    fn a_framing_alias_alone_is_enough_to_be_stripped() {
+        // Nothing else in this head would make `rewrite_request` strip:
+        // the read-only pre-scan must see the alias by itself.
+        let settings = crate::config::Config::defaults().proxy;
+        let peer = Peer::new(IpAddr::from([127, 0, 0, 1]), true, "http");
+        for name in ["transfer_encoding", "content_length"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(HOST, HeaderValue::from_static("app.example"));
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static("chunked"),
+            );
+            rewrite_request(&mut headers, &settings, &peer, None);
+            assert!(!headers.contains_key(name), "{name}: {headers:?}");
+            assert!(headers.contains_key(HOST));
+        }
     }
 
     proptest::proptest! {
