@@ -4,12 +4,12 @@
 //! bcrypt before it is admitted again.
 //!
 //! [`Proxy::admit`] reads as the three steps: [`checked`] (what is asked
-//! for: the method, the target and `Host`, before anything else), [`Proxy::authorise`]
-//! (who asks, SPEC 5's table against one key snapshot), and
-//! [`upstream_request`] (the request the application will see). All of it
-//! is synchronous on purpose: the snapshot is loaded and released without
-//! crossing an `.await`, and the verified key is borrowed from it until
-//! its user's header is written.
+//! for: the method, the target and `Host`, before anything else),
+//! [`Proxy::authorise`] (who asks, SPEC 5's table against one key
+//! snapshot), and [`upstream_request`] (the request the application will
+//! see). All of it is synchronous on purpose: the snapshot is loaded and
+//! released without crossing an `.await`, and the verified key is
+//! borrowed from it until its user's header is written.
 
 use std::time::Instant;
 
