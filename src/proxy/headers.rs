@@ -226,14 +226,21 @@ pub fn rewrite_request(
 /// untrusted peer are `set_forwarded`'s business, not a reason to run
 /// `strip`.)
 fn must_strip(name: &HeaderName, settings: &ProxySettings, trusted: bool) -> bool {
-    HOP_BY_HOP.contains(name)
+    HOP_BY_HOP.contains(name) || name == EXPECT || is_stripped_alias(name, settings, trusted)
+}
+
+/// The names [`strip`] removes one by one, beyond the hop-by-hop fields and
+/// `Expect`: a spelling of a framing field, of the identity, key-id or
+/// credential header, or of an override, and the client-address headers
+/// this peer may not send. [`must_strip`] and [`strip`] both read this, so
+/// the pre-scan and the removal cannot disagree.
+fn is_stripped_alias(name: &HeaderName, settings: &ProxySettings, trusted: bool) -> bool {
+    forwarding::must_strip(name, trusted)
         || is_framing_alias(name)
-        || name == EXPECT
-        || is_alias(name.as_str(), settings.identity_header.as_str())
-        || is_alias(name.as_str(), settings.key_id_header.as_str())
         || is_credential_alias(name, settings)
         || is_override(name)
-        || forwarding::must_strip(name, trusted)
+        || is_alias(name.as_str(), settings.identity_header.as_str())
+        || is_alias(name.as_str(), settings.key_id_header.as_str())
 }
 
 /// Headers with which some frameworks let a request name a different
@@ -289,23 +296,12 @@ fn strip(headers: &mut HeaderMap, settings: &ProxySettings, trusted: bool) {
     // body was first read; the upstream must not see it again.
     headers.remove(EXPECT);
 
-    let identity_name = settings.identity_header.as_str();
-    let key_id_name = settings.key_id_header.as_str();
     // The credential header goes in every spelling too: a framework that
     // reads `X_ONEIS_Key` as `X-ONEIS-Key` must not receive the key. So do
     // client-address headers, for the same reason.
     let aliases: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| {
-            forwarding::must_strip(name, trusted)
-                || is_framing_alias(name)
-                || is_credential_alias(name, settings)
-                || is_override(name)
-                || {
-                    let name = name.as_str();
-                    is_alias(name, identity_name) || is_alias(name, key_id_name)
-                }
-        })
+        .filter(|name| is_stripped_alias(name, settings, trusted))
         .cloned()
         .collect();
     for name in aliases {
