@@ -205,7 +205,7 @@ pub(crate) async fn create(
     Ok(Reply::json(201, &created).with_location(format!("/v1/keys/{}", record.id)))
 }
 
-fn read_failed(error: &StoreError) -> Reply {
+fn read_failed(error: StoreError) -> Reply {
     tracing::error!(%error, "cannot read the key store");
     Reply::error(500, "the key store could not be read")
 }
@@ -266,15 +266,13 @@ pub(crate) fn list(keyring: &Keyring, query: Option<&str>) -> Handled {
         let limit = limit.unwrap_or(DEFAULT_PAGE);
         let (records, more) = keyring
             .keys_page(user_filter.as_ref(), after, limit)
-            .map_err(|error| read_failed(&error))?;
+            .map_err(read_failed)?;
         let next = more
             .then(|| records.last().map(|r| r.id.to_string()))
             .flatten();
         (records, next)
     } else {
-        let mut records = keyring
-            .keys(user_filter.as_ref())
-            .map_err(|error| read_failed(&error))?;
+        let mut records = keyring.keys(user_filter.as_ref()).map_err(read_failed)?;
         records.sort_by_key(|r| (r.created_at, r.id));
         (records, None)
     };
@@ -306,7 +304,7 @@ pub(crate) fn show(keyring: &Keyring, id: &str) -> Handled {
     let id = parse_id(id)?;
     let record = keyring
         .key(id)
-        .map_err(|error| read_failed(&error))?
+        .map_err(read_failed)?
         .ok_or_else(no_such_key)?;
     let snapshot = keyring.snapshot();
     Ok(Reply::json(
